@@ -1,0 +1,6 @@
+"""openhi: a self-hostable medical imaging store that speaks the AWS HealthImaging API."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+__all__ = ["__version__"]
