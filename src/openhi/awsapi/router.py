@@ -1,0 +1,102 @@
+"""Routes raw HTTP method + path to a modeled operation using each operation's ``http.requestUri``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from botocore.model import OperationModel, ServiceModel
+
+from openhi.awsapi.service import load_service_model
+
+_LABEL = re.compile(r"\{([^{}]+)\}")
+
+
+class RouteNotFound(Exception):
+    """No operation matches the request: ``status`` is 404 (unknown path) or 405 (known path, wrong method)."""
+
+    def __init__(self, method: str, path: str, status: int, allowed: tuple[str, ...] = ()) -> None:
+        self.method = method
+        self.path = path
+        self.status = status
+        self.allowed = allowed
+        if status == 405:
+            message = f"Method {method} is not allowed for path {path} (allowed: {', '.join(allowed)})"
+        else:
+            message = f"No operation matches {method} {path}"
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    op: OperationModel
+    regex: re.Pattern[str]
+    labels: tuple[str, ...]
+    literal_chars: int
+
+
+def _compile(uri: str) -> tuple[re.Pattern[str], tuple[str, ...], int]:
+    """Turn ``/a/{b}/c/{d+}`` into an anchored regex over the raw (percent-encoded) path."""
+    path = uri.split("?", 1)[0]
+    parts: list[str] = []
+    labels: list[str] = []
+    literal_chars = 0
+    pos = 0
+    for m in _LABEL.finditer(path):
+        literal = path[pos : m.start()]
+        parts.append(re.escape(literal))
+        literal_chars += len(literal)
+        name = m.group(1)
+        if name.endswith("+"):
+            name = name[:-1]
+            parts.append(f"(?P<g{len(labels)}>.+)")
+        else:
+            parts.append(f"(?P<g{len(labels)}>[^/]+)")
+        labels.append(name)
+        pos = m.end()
+    tail = path[pos:]
+    parts.append(re.escape(tail))
+    literal_chars += len(tail)
+    return re.compile("".join(parts)), tuple(labels), literal_chars
+
+
+class Router:
+    """Matches ``(method, raw_path)`` against every operation of a service model; tables are built once."""
+
+    def __init__(self, service_model: ServiceModel | None = None) -> None:
+        model = service_model if service_model is not None else load_service_model()
+        by_method: dict[str, list[_Route]] = {}
+        for name in model.operation_names:
+            op = model.operation_model(name)
+            regex, labels, literal_chars = _compile(op.http["requestUri"])
+            method = op.http.get("method", "POST").upper()
+            by_method.setdefault(method, []).append(_Route(op, regex, labels, literal_chars))
+        # Most literal text first, so a fixed segment wins over a label that could also match it.
+        for routes in by_method.values():
+            routes.sort(key=lambda r: (-r.literal_chars, len(r.labels)))
+        self._by_method = by_method
+
+    @staticmethod
+    def _try(route: _Route, raw_path: str) -> dict[str, str] | None:
+        m = route.regex.fullmatch(raw_path)
+        if m is None:
+            return None
+        return {label: unquote(m.group(f"g{i}")) for i, label in enumerate(route.labels)}
+
+    def match(self, method: str, raw_path: str) -> tuple[OperationModel, dict[str, str]]:
+        """Return the operation and its percent-decoded uri labels, or raise :class:`RouteNotFound`."""
+        method = method.upper()
+        for route in self._by_method.get(method, ()):
+            params = self._try(route, raw_path)
+            if params is not None:
+                return route.op, params
+        allowed = tuple(
+            sorted(
+                other
+                for other, routes in self._by_method.items()
+                if other != method and any(r.regex.fullmatch(raw_path) for r in routes)
+            )
+        )
+        raise RouteNotFound(method, raw_path, 405 if allowed else 404, allowed)

@@ -1,0 +1,1 @@
+"""Thin per-operation handlers: wire parameter dicts in, core calls, wire output dicts out."""

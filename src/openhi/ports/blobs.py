@@ -1,0 +1,23 @@
+"""The BlobStore port: immutable frame and metadata blobs addressed by key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+
+class BlobNotFound(Exception):
+    """No blob under that key."""
+
+
+class BlobStore(Protocol):
+    """Blobs are written once and never rewritten; deletion happens only in background collection."""
+
+    def put(self, key: str, data: bytes) -> None: ...
+    def get(self, key: str) -> bytes: ...
+    def get_range(self, key: str, start: int, end: int) -> bytes: ...
+    def delete(self, key: str) -> None: ...
+    def exists(self, key: str) -> bool: ...
+    def local_path(self, key: str) -> Path | None:
+        """A filesystem path serving the blob's bytes, when the adapter has one (zero-copy sends)."""
+        ...

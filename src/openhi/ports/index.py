@@ -1,0 +1,130 @@
+"""The MetadataIndex port: rows for datastores, tags, jobs, image sets, versions and frame references."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from openhi.core.records import Datastore, FrameRef, ImageSet, ImageSetVersion, ImportJob
+
+
+@dataclass
+class LockRequest:
+    """Lock one image set for a write, conditional on its latest version.
+
+    ``new_version`` (a LOCKED row) is inserted and becomes the latest version; when it is ``None``
+    (a copy source) the head is locked without a new version.
+    """
+
+    image_set_id: str
+    expected_latest: int
+    head_status: str
+    new_version: ImageSetVersion | None = None
+
+
+@dataclass
+class VersionCommit:
+    """Finish (or append) a version: its final row, the head's new fields and the frames it adds."""
+
+    image_set_id: str
+    version: ImageSetVersion | None
+    head_state: str
+    head_status: str
+    updated_at: float
+    content_version: int | None = None
+    search: dict[str, Any] | None = None
+    is_primary: bool | None = None
+    deleted_at: float | None = None
+    touch: bool = False
+    frames: list[FrameRef] = field(default_factory=list)
+
+
+@dataclass
+class SearchFilter:
+    """One normalised filter: ``attribute`` is an index column name, ``values`` one (EQUAL) or two (BETWEEN)."""
+
+    attribute: str
+    operator: str
+    values: list[Any]
+
+
+@dataclass
+class SearchQuery:
+    filters: list[SearchFilter]
+    sort_field: str  # column: updated_at | created_at | study_datetime
+    sort_order: str  # ASC | DESC
+
+
+class MetadataIndex(Protocol):
+    """Everything the core stores in the index. Adapters: SQLite (embedded), PostgreSQL (scale)."""
+
+    # -- meta
+    def get_meta(self, key: str) -> str | None: ...
+    def set_meta_if_absent(self, key: str, value: str) -> str: ...
+
+    # -- datastores
+    def insert_datastore(self, ds: Datastore) -> Datastore: ...
+    def get_datastore(self, datastore_id: str) -> Datastore | None: ...
+    def list_datastores(
+        self, status: str | None, after: tuple[float, str] | None, limit: int
+    ) -> list[Datastore]: ...
+    def set_datastore_status(self, datastore_id: str, status: str, now: float) -> None: ...
+    def count_datastores(self, statuses: Sequence[str]) -> int: ...
+
+    # -- tags
+    def get_tags(self, resource_arn: str) -> dict[str, str]: ...
+    def put_tags(self, resource_arn: str, tags: dict[str, str]) -> None: ...
+    def remove_tags(self, resource_arn: str, keys: Sequence[str]) -> None: ...
+
+    # -- import jobs
+    def insert_job(self, job: ImportJob) -> ImportJob: ...
+    def get_job(self, datastore_id: str, job_id: str) -> ImportJob | None: ...
+    def list_jobs(
+        self, datastore_id: str, status: str | None, before: tuple[float, str] | None, limit: int
+    ) -> list[ImportJob]: ...
+    def update_job(self, job: ImportJob) -> None: ...
+    def count_jobs(self, datastore_id: str, statuses: Sequence[str]) -> int: ...
+    def jobs_in_status(self, statuses: Sequence[str]) -> list[ImportJob]: ...
+
+    # -- image sets
+    def create_image_set(self, head: ImageSet, version: ImageSetVersion, frames: list[FrameRef]) -> None: ...
+    def get_image_set(self, datastore_id: str, image_set_id: str) -> ImageSet | None: ...
+    def get_version(self, datastore_id: str, image_set_id: str, version: int) -> ImageSetVersion | None: ...
+    def list_versions(
+        self, datastore_id: str, image_set_id: str, before: int | None, limit: int
+    ) -> list[ImageSetVersion]: ...
+    def get_frame(self, datastore_id: str, image_set_id: str, frame_id: str) -> FrameRef | None: ...
+    def list_frames(self, datastore_id: str, image_set_id: str) -> list[FrameRef]: ...
+    def find_primary(self, datastore_id: str, study_uid: str, series_uid: str) -> ImageSet | None: ...
+    def list_primary_in_study(self, datastore_id: str, study_uid: str) -> list[ImageSet]: ...
+    def count_image_sets(self, datastore_id: str) -> int: ...
+    def lock_image_sets(self, datastore_id: str, locks: list[LockRequest], now: float) -> ImageSet | None:
+        """Apply every lock atomically. On a stale version or a locked set, change nothing and return
+        that set's current head (the caller raises ConflictException); return None on success."""
+        ...
+
+    def commit_versions(self, datastore_id: str, commits: list[VersionCommit]) -> None:
+        """Finish locked versions (and unlock copy sources) atomically."""
+        ...
+
+    def append_version(self, datastore_id: str, commit: VersionCommit, expected_latest: int) -> bool:
+        """Add a finished version to an ACTIVE set whose latest is ``expected_latest`` (imports)."""
+        ...
+
+    def locked_versions(self) -> list[ImageSetVersion]: ...
+    def locked_image_sets(self) -> list[ImageSet]: ...
+    def touch_image_sets(self, datastore_id: str, image_set_ids: Sequence[str], now: float) -> None: ...
+    def archive_idle(self, cutoff: float) -> int: ...
+    def search_image_sets(
+        self, datastore_id: str, query: SearchQuery, after: tuple[Any, str] | None, limit: int
+    ) -> list[ImageSet]: ...
+
+    # -- blob collection
+    def enqueue_gc(self, blob_keys: Sequence[str], now: float) -> None: ...
+    def claim_gc(self, limit: int) -> list[str]: ...
+    def blob_referenced(self, blob_key: str) -> bool: ...
+    def forget_gc(self, blob_keys: Sequence[str]) -> None: ...
+    def remove_frame_refs(self, image_set_id: str) -> list[str]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,85 @@
+"""The composition root: builds ports from configuration and the core services on top of them."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from openhi.core.datastores import DatastoreService
+from openhi.core.env import Env
+from openhi.core.imports import ImportService
+from openhi.core.pagination import Paginator
+from openhi.core.reads import ImageSetReader
+from openhi.core.settings import Settings
+from openhi.core.tags import TagService
+from openhi.core.writes import ImageSetWriter
+from openhi.storage.registry import open_blobs, open_index, open_objects
+from openhi.storage.tasks_threads import ThreadTaskRunner
+
+
+@dataclass
+class ServerConfig:
+    data_dir: Path = Path("./openhi-data")
+    index_url: str | None = None
+    blobs_url: str | None = None
+    s3_endpoint_url: str | None = None
+    credentials: dict[str, str] = field(default_factory=dict)
+    settings: Settings = field(default_factory=Settings)
+    pixel_workers: int | None = None  # None: one per CPU; 0: encode in the calling thread
+
+    def resolved_index_url(self) -> str:
+        return self.index_url or f"sqlite:///{self.data_dir / 'index.sqlite3'}"
+
+    def resolved_blobs_url(self) -> str:
+        return self.blobs_url or f"file://{self.data_dir / 'blobs'}"
+
+
+@dataclass
+class Services:
+    env: Env
+    paginator: Paginator
+    datastores: DatastoreService
+    tags: TagService
+    imports: ImportService
+    reads: ImageSetReader
+    writes: ImageSetWriter
+
+    def close(self) -> None:
+        self.env.tasks.shutdown()
+        if self.env.pixel_pool is not None:
+            self.env.pixel_pool.shutdown(wait=False, cancel_futures=True)
+        self.env.index.close()
+
+
+def build_services(config: ServerConfig) -> Services:
+    """Open the backends, recover half-finished work, and return ready services."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    index = open_index(config.resolved_index_url())
+    workers = config.pixel_workers if config.pixel_workers is not None else (os.cpu_count() or 1)
+    env = Env(
+        settings=config.settings,
+        index=index,
+        blobs=open_blobs(config.resolved_blobs_url()),
+        objects=open_objects(config.data_dir, config.s3_endpoint_url),
+        tasks=ThreadTaskRunner(),
+        pixel_pool=ProcessPoolExecutor(max_workers=workers) if workers > 0 else None,
+    )
+    secret = index.set_meta_if_absent("pagination_secret", secrets.token_hex(32))
+    paginator = Paginator(bytes.fromhex(secret))
+    datastores = DatastoreService(env, paginator)
+    services = Services(
+        env=env,
+        paginator=paginator,
+        datastores=datastores,
+        tags=TagService(env),
+        imports=ImportService(env, paginator, datastores),
+        reads=ImageSetReader(env, paginator, datastores),
+        writes=ImageSetWriter(env, datastores),
+    )
+    datastores.recover()
+    services.writes.recover()
+    services.imports.recover()
+    return services

@@ -1,0 +1,37 @@
+"""In-memory BlobStore: the fake used by unit tests (``memory://``)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from openhi.ports.blobs import BlobNotFound
+
+
+class MemoryBlobStore:
+    def __init__(self) -> None:
+        self._blobs: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def put(self, key: str, data: bytes) -> None:
+        with self._lock:
+            self._blobs[key] = bytes(data)
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._blobs[key]
+        except KeyError:
+            raise BlobNotFound(key) from None
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        return self.get(key)[start:end]
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._blobs.pop(key, None)
+
+    def exists(self, key: str) -> bool:
+        return key in self._blobs
+
+    def local_path(self, key: str) -> Path | None:
+        return None

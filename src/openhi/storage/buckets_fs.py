@@ -1,0 +1,145 @@
+"""Filesystem ObjectStore: ``s3://BUCKET/KEY`` is the file ``<root>/BUCKET/KEY`` (root is ``<data-dir>/buckets``)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from openhi.core.errors import ValidationError
+from openhi.ports.objects import (
+    BucketNotFound,
+    ObjectInfo,
+    ObjectNotFound,
+    validate_bucket,
+    validate_key,
+    validate_prefix,
+)
+
+log = logging.getLogger(__name__)
+
+TEMP_PREFIX = ".openhi-tmp-"
+"""Name prefix of the temporary files :meth:`FsObjectStore.put` writes before renaming; never listed."""
+
+
+class FsObjectStore:
+    """Buckets as directories under ``root``; keys map to relative paths with '/' separators.
+
+    Every key is validated and its resolved path must stay inside ``<root>/BUCKET`` (symlinks
+    included), otherwise :class:`~openhi.core.errors.ValidationError` is raised and nothing is
+    read or written. Writes are atomic (temporary file, fsync, rename).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    # -- paths ---------------------------------------------------------------------------------
+
+    def _bucket_dir(self, bucket: str) -> Path:
+        return self.root / validate_bucket(bucket)
+
+    def _inside(self, bucket: str, bucket_dir: Path, key: str, path: Path) -> Path:
+        """``path`` resolved; ValidationError when it lands outside the (resolved) bucket directory."""
+        resolved = path.resolve()
+        if not resolved.is_relative_to(bucket_dir.resolve()):
+            raise ValidationError(
+                f"Invalid object key {key!r} in bucket {bucket!r}: it resolves outside the bucket"
+            )
+        return resolved
+
+    def _object_path(self, bucket: str, key: str) -> tuple[Path, Path]:
+        """(bucket directory, resolved object path) for a validated key."""
+        validate_key(key)
+        if any(part.startswith(TEMP_PREFIX) for part in key.split("/")):
+            raise ValidationError(f"Invalid object key {key!r}: segments may not start with {TEMP_PREFIX!r}")
+        bucket_dir = self._bucket_dir(bucket)
+        return bucket_dir, self._inside(bucket, bucket_dir, key, bucket_dir / key)
+
+    # -- ObjectStore -----------------------------------------------------------------------------
+
+    def exists_bucket(self, bucket: str) -> bool:
+        return self._bucket_dir(bucket).is_dir()
+
+    def get(self, bucket: str, key: str) -> bytes:
+        bucket_dir, path = self._object_path(bucket, key)
+        if not bucket_dir.is_dir():
+            raise BucketNotFound(f"bucket {bucket!r} does not exist")
+        try:
+            return path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectNotFound(f"s3://{bucket}/{key} does not exist") from None
+
+    def put(self, bucket: str, key: str, data: bytes) -> None:
+        bucket_dir, path = self._object_path(bucket, key)
+        bucket_dir.mkdir(parents=True, exist_ok=True)
+        parent = path.parent
+        parent.mkdir(parents=True, exist_ok=True)
+        # mkdir may have followed a symlinked directory created meanwhile: check again.
+        self._inside(bucket, bucket_dir, key, parent / path.name)
+        fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".part", dir=parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fchmod(handle.fileno(), 0o644)
+                os.fsync(handle.fileno())
+            os.replace(tmp_name, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)
+            raise
+        _fsync_dir(parent)
+
+    def list(self, bucket: str, prefix: str) -> Iterator[ObjectInfo]:
+        validate_prefix(prefix)
+        bucket_dir = self._bucket_dir(bucket)
+        if not bucket_dir.is_dir():
+            raise BucketNotFound(f"bucket {bucket!r} does not exist")
+        bucket_real = bucket_dir.resolve()
+        # Walk only the deepest directory the prefix names; filter the rest by string prefix.
+        start_rel = prefix.rpartition("/")[0]
+        start = bucket_dir / start_rel if start_rel else bucket_dir
+        if not start.resolve().is_relative_to(bucket_real) or not start.is_dir():
+            return iter(())
+        found: list[ObjectInfo] = []
+        for dirpath, dirnames, filenames in os.walk(start, followlinks=False):
+            dirnames[:] = [d for d in dirnames if not d.startswith(TEMP_PREFIX)]
+            rel_dir = Path(dirpath).relative_to(bucket_dir).as_posix()
+            for name in filenames:
+                if name.startswith(TEMP_PREFIX):
+                    continue
+                key = name if rel_dir == "." else f"{rel_dir}/{name}"
+                if not key.startswith(prefix):
+                    continue
+                full = Path(dirpath, name)
+                if full.is_symlink() and not full.resolve().is_relative_to(bucket_real):
+                    log.warning(
+                        "skipping s3://%s/%s: a symlink that resolves outside the bucket", bucket, key
+                    )
+                    continue
+                try:
+                    size = full.stat().st_size
+                except OSError:  # vanished, or a dangling symlink
+                    continue
+                if not full.is_file():
+                    continue
+                found.append(ObjectInfo(key=key, size=size))
+        found.sort(key=lambda info: info.key)
+        return iter(found)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Persist a rename in ``directory`` (best effort: not every platform can open a directory)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,159 @@
+"""S3 ObjectStore: buckets on any S3-compatible endpoint (AWS, SeaweedFS, MinIO), through obstore."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import obstore
+from obstore.exceptions import BaseError as ObstoreError
+from obstore.store import S3Store
+
+from openhi.ports.objects import (
+    BucketNotFound,
+    ObjectInfo,
+    ObjectNotFound,
+    validate_bucket,
+    validate_key,
+    validate_prefix,
+)
+
+if TYPE_CHECKING:
+    from obstore.store import ClientConfig, RetryConfig
+
+_RETRY: RetryConfig = {
+    "max_retries": 5,
+    "retry_timeout": timedelta(seconds=60),
+    "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=5), "base": 2},
+}
+_CLIENT: ClientConfig = {
+    "allow_http": True,
+    "connect_timeout": timedelta(seconds=10),
+    "timeout": timedelta(minutes=5),
+}
+
+
+def _env_credentials() -> tuple[str | None, str | None, str | None]:
+    """(access key, secret key, session token): AWS_* when both set, else OPENHI_S3_*, else none."""
+    aws_id, aws_secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if aws_id and aws_secret:
+        return aws_id, aws_secret, os.environ.get("AWS_SESSION_TOKEN") or None
+    own_id = os.environ.get("OPENHI_S3_ACCESS_KEY_ID")
+    own_secret = os.environ.get("OPENHI_S3_SECRET_ACCESS_KEY")
+    if own_id and own_secret:
+        return own_id, own_secret, None
+    return None, None, None
+
+
+def _missing_bucket(exc: BaseException) -> bool:
+    return "NoSuchBucket" in str(exc)
+
+
+class S3ObjectStore:
+    """One obstore ``S3Store`` per bucket (cached), path-style requests against ``endpoint_url``.
+
+    Credentials come from the arguments, else AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (with
+    AWS_SESSION_TOKEN), else OPENHI_S3_ACCESS_KEY_ID/OPENHI_S3_SECRET_ACCESS_KEY; with none at
+    all, requests go unsigned (never to an instance-metadata endpoint). Transient failures are
+    retried by obstore (5 retries within 60 s, exponential backoff).
+    """
+
+    def __init__(
+        self,
+        endpoint_url: str,
+        *,
+        region: str = "us-east-1",
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+    ) -> None:
+        self.endpoint_url = endpoint_url.rstrip("/")
+        self.region = region
+        session_token: str | None = None
+        if access_key_id is None and secret_access_key is None:
+            access_key_id, secret_access_key, session_token = _env_credentials()
+        if (access_key_id is None) != (secret_access_key is None):
+            raise ValueError("access_key_id and secret_access_key must be given together")
+        self._access_key_id = access_key_id
+        self._secret_access_key = secret_access_key
+        self._session_token = session_token
+        self._stores: dict[str, S3Store] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"S3ObjectStore({self.endpoint_url!r}, region={self.region!r})"
+
+    def _store(self, bucket: str) -> S3Store:
+        validate_bucket(bucket)
+        with self._lock:
+            store = self._stores.get(bucket)
+            if store is None:
+                config: dict[str, Any] = {
+                    "endpoint": self.endpoint_url,
+                    "region": self.region,
+                    "virtual_hosted_style_request": False,
+                }
+                if self._access_key_id is not None:
+                    config["access_key_id"] = self._access_key_id
+                    config["secret_access_key"] = self._secret_access_key
+                    if self._session_token:
+                        config["token"] = self._session_token
+                else:
+                    config["skip_signature"] = True
+                store = S3Store(bucket, client_options=_CLIENT, retry_config=_RETRY, **config)
+                self._stores[bucket] = store
+            return store
+
+    # -- ObjectStore -----------------------------------------------------------------------------
+
+    def exists_bucket(self, bucket: str) -> bool:
+        store = self._store(bucket)
+        try:
+            for _batch in obstore.list(store, chunk_size=1):
+                break
+        except (FileNotFoundError, ObstoreError) as exc:
+            if _missing_bucket(exc):
+                return False
+            raise
+        return True
+
+    def get(self, bucket: str, key: str) -> bytes:
+        validate_key(key)
+        store = self._store(bucket)
+        try:
+            return bytes(obstore.get(store, key).bytes())
+        except FileNotFoundError as exc:
+            if _missing_bucket(exc):
+                raise BucketNotFound(f"bucket {bucket!r} does not exist") from None
+            raise ObjectNotFound(f"s3://{bucket}/{key} does not exist") from None
+
+    def put(self, bucket: str, key: str, data: bytes) -> None:
+        validate_key(key)
+        store = self._store(bucket)
+        try:
+            obstore.put(store, key, data)
+        except (FileNotFoundError, ObstoreError) as exc:
+            if _missing_bucket(exc):
+                raise BucketNotFound(f"bucket {bucket!r} does not exist") from None
+            raise
+
+    def list(self, bucket: str, prefix: str) -> Iterator[ObjectInfo]:
+        validate_prefix(prefix)
+        store = self._store(bucket)
+        # obstore matches prefixes per path segment: ask for the deepest folder, filter the rest.
+        folder = prefix.rpartition("/")[0]
+        found: list[ObjectInfo] = []
+        try:
+            for batch in obstore.list(store, prefix=folder or None, chunk_size=1000):
+                for meta in batch:
+                    key = meta["path"]
+                    if key.startswith(prefix):
+                        found.append(ObjectInfo(key=key, size=int(meta["size"])))
+        except (FileNotFoundError, ObstoreError) as exc:
+            if _missing_bucket(exc):
+                raise BucketNotFound(f"bucket {bucket!r} does not exist") from None
+            raise
+        found.sort(key=lambda info: info.key)
+        return iter(found)

@@ -1,0 +1,1 @@
+"""SQLite metadata index: the embedded adapter of the MetadataIndex port."""

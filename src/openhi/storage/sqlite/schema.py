@@ -1,0 +1,131 @@
+"""SQLite schema migrations for the metadata index, applied in order at start-up."""
+
+from __future__ import annotations
+
+# Each entry is applied once, in order; the applied count is kept in PRAGMA user_version.
+# Never edit an applied migration: append a new one.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+    CREATE TABLE datastores (
+        id TEXT PRIMARY KEY,
+        name TEXT,
+        status TEXT NOT NULL,
+        lossless_storage_format TEXT NOT NULL,
+        kms_key_arn TEXT,
+        lambda_authorizer_arn TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        client_token TEXT,
+        request_hash TEXT
+    );
+    CREATE UNIQUE INDEX datastores_token ON datastores (client_token) WHERE client_token IS NOT NULL;
+    CREATE INDEX datastores_page ON datastores (created_at, id);
+    CREATE INDEX datastores_status_page ON datastores (status, created_at, id);
+
+    CREATE TABLE tags (
+        resource_arn TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (resource_arn, key)
+    );
+
+    CREATE TABLE import_jobs (
+        id TEXT PRIMARY KEY,
+        datastore_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        data_access_role_arn TEXT NOT NULL,
+        input_s3_uri TEXT NOT NULL,
+        output_s3_uri TEXT NOT NULL,
+        input_owner_account_id TEXT,
+        import_configuration TEXT,
+        message TEXT,
+        submitted_at REAL NOT NULL,
+        ended_at REAL,
+        client_token TEXT,
+        request_hash TEXT
+    );
+    CREATE UNIQUE INDEX import_jobs_token ON import_jobs (datastore_id, client_token)
+        WHERE client_token IS NOT NULL;
+    CREATE INDEX import_jobs_page ON import_jobs (datastore_id, submitted_at, id);
+    CREATE INDEX import_jobs_status_page ON import_jobs (datastore_id, status, submitted_at, id);
+
+    CREATE TABLE image_sets (
+        id TEXT PRIMARY KEY,
+        datastore_id TEXT NOT NULL,
+        latest_version INTEGER NOT NULL,
+        content_version INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        workflow_status TEXT NOT NULL,
+        is_primary INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        deleted_at REAL,
+        last_accessed_at REAL,
+        storage_tier TEXT NOT NULL DEFAULT 'FREQUENT_ACCESS',
+        patient_id TEXT,
+        patient_name TEXT,
+        patient_birth_date TEXT,
+        patient_sex TEXT,
+        study_uid TEXT,
+        study_id TEXT,
+        study_description TEXT,
+        accession_number TEXT,
+        series_uid TEXT,
+        modality TEXT,
+        body_part TEXT,
+        series_number INTEGER,
+        study_date TEXT,
+        study_time TEXT,
+        study_datetime TEXT,
+        num_series INTEGER,
+        num_instances INTEGER
+    );
+    -- search: every filter and every sort is served by an index (live sets only)
+    CREATE INDEX image_sets_updated ON image_sets (datastore_id, updated_at, id) WHERE state != 'DELETED';
+    CREATE INDEX image_sets_created ON image_sets (datastore_id, created_at, id) WHERE state != 'DELETED';
+    CREATE INDEX image_sets_studydt ON image_sets (datastore_id, study_datetime, id) WHERE state != 'DELETED';
+    CREATE INDEX image_sets_patient ON image_sets (datastore_id, patient_id, updated_at, id);
+    CREATE INDEX image_sets_accession ON image_sets (datastore_id, accession_number, updated_at, id);
+    CREATE INDEX image_sets_study_id ON image_sets (datastore_id, study_id, updated_at, id);
+    CREATE INDEX image_sets_study_uid ON image_sets (datastore_id, study_uid, updated_at, id);
+    CREATE INDEX image_sets_series_uid ON image_sets (datastore_id, series_uid, updated_at, id);
+    CREATE INDEX image_sets_primary ON image_sets (datastore_id, is_primary, updated_at, id);
+    CREATE INDEX image_sets_primary_series ON image_sets (datastore_id, study_uid, series_uid)
+        WHERE is_primary = 1 AND state != 'DELETED';
+    CREATE INDEX image_sets_locked ON image_sets (state) WHERE state = 'LOCKED';
+
+    CREATE TABLE image_set_versions (
+        image_set_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        datastore_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        workflow_status TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        deleted_at REAL,
+        message TEXT,
+        forced INTEGER NOT NULL DEFAULT 0,
+        is_primary INTEGER NOT NULL,
+        metadata_key TEXT,
+        PRIMARY KEY (image_set_id, version)
+    );
+    CREATE INDEX image_set_versions_locked ON image_set_versions (state) WHERE state = 'LOCKED';
+
+    CREATE TABLE image_set_frames (
+        image_set_id TEXT NOT NULL,
+        frame_id TEXT NOT NULL,
+        blob_key TEXT NOT NULL,
+        stored_ts TEXT NOT NULL,
+        PRIMARY KEY (image_set_id, frame_id)
+    );
+    CREATE INDEX image_set_frames_blob ON image_set_frames (blob_key);
+
+    CREATE TABLE blob_gc (
+        blob_key TEXT PRIMARY KEY,
+        enqueued_at REAL NOT NULL
+    );
+    """,
+]

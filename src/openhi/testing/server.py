@@ -1,0 +1,106 @@
+"""A real openhi server process on a free loopback port, with a temporary data dir and boto3 clients."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class RunningServer:
+    """``openhi serve`` in a subprocess. ``restart()`` keeps the data dir; ``kill()`` is a SIGKILL."""
+
+    def __init__(self, data_dir: Path, *, port: int | None = None, extra_args: list[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.extra_args = extra_args or []
+        self.env = env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> RunningServer:
+        cmd = [sys.executable, "-m", "openhi", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+               "--data-dir", str(self.data_dir), "--log-level", "warning", *self.extra_args]
+        env = {**os.environ, **self.env}
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"openhi exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.endpoint}/healthz", timeout=1) as resp:
+                    if resp.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"openhi did not answer within {timeout}s: {self.log_path.read_text()[-2000:]}")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (server and its pixel workers), as a crash would."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=10)
+
+    def restart(self) -> RunningServer:
+        self.stop()
+        return self.start()
+
+    def client(self, service: str = "medical-imaging", **kwargs: Any) -> Any:
+        """A boto3 client for this server (no host prefix injection, no retries, dummy credentials)."""
+        import boto3
+        from botocore.config import Config
+
+        config = Config(inject_host_prefix=False, retries={"max_attempts": 1, "mode": "standard"},
+                        read_timeout=120)
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=kwargs.pop("region_name", "us-east-1"),
+            aws_access_key_id=kwargs.pop("aws_access_key_id", "openhi-test"),
+            aws_secret_access_key=kwargs.pop("aws_secret_access_key", "openhi-test-secret"),
+            config=kwargs.pop("config", config),
+            **kwargs,
+        )
+
+    def bucket_path(self, bucket: str) -> Path:
+        """Where ``s3://bucket/...`` lives for the embedded object store."""
+        return self.data_dir / "buckets" / bucket
+
+    def __enter__(self) -> RunningServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
