@@ -23,7 +23,7 @@ from openhi.awsapi.service import load_service_model
 from openhi.awsapi.sigv4 import SigV4Verifier
 from openhi.awsapi.validate import validate_params
 from openhi.core.errors import OpenHIError, ValidationError
-from openhi.handlers.registry import load_all
+from openhi.handlers.registry import load_all, load_extra_routes
 from openhi.services import Services
 
 Scope = MutableMapping[str, Any]
@@ -44,7 +44,7 @@ class OpenHIApp:
         self.model = load_service_model()
         self.router = Router(self.model)
         self.handlers = load_all()
-        self.extra_routes: dict[str, Callable[[Services, Scope, bytes], WireResponse]] = {}
+        self.extra_routes = load_extra_routes()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -59,7 +59,9 @@ class OpenHIApp:
             response = serialize_error(exc.code, exc.message)
         except Exception:
             log.exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
-            response = serialize_error("InternalServerException", "An unexpected error occurred; see the server log.")
+            response = serialize_error(
+                "InternalServerException", "An unexpected error occurred; see the server log."
+            )
         await self._send(send, response, request_id)
 
     async def _handle(self, scope: Scope, receive: Receive) -> WireResponse:
@@ -89,7 +91,8 @@ class OpenHIApp:
             return WireResponse(200, [("content-type", "application/json")], b'{"status":"ok"}')
         for prefix, route in self.extra_routes.items():
             if path.startswith(prefix):
-                return await anyio.to_thread.run_sync(route, self.services, scope, body)
+                query = scope.get("query_string", b"").decode("latin-1")
+                return await anyio.to_thread.run_sync(route, self.services, path, query)
         msg = json.dumps({"message": f"No openhi route for {path}"}).encode()
         return WireResponse(404, [("content-type", "application/json")], msg)
 

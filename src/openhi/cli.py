@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("OPENHI_S3_ENDPOINT_URL"),
         help="read import inputs / write outputs through this S3 endpoint instead of <data-dir>/buckets",
     )
-    serve.add_argument("--credentials", default=None, help="JSON {access_key_id: secret} or AWS credentials file")
+    serve.add_argument(
+        "--credentials", default=None, help="JSON {access_key_id: secret} or AWS credentials file"
+    )
     serve.add_argument("--region", default=None, help="region in ARNs (default us-east-1)")
     serve.add_argument("--account-id", default=None, help="account id in ARNs (default 123456789012)")
     serve.add_argument("--log-level", default="info")

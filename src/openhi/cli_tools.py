@@ -96,7 +96,9 @@ def _import(args: argparse.Namespace) -> int:
         print(f"{label:<24}{value:>8}")
     for s in manifest["imageSetsSummary"]:
         kind = "primary" if s.get("isPrimary") else "non-primary"
-        print(f"  {s['imageSetId']}  v{s.get('imageSetVersion', 1)}  {kind:<11} {s['numberOfMatchedSOPInstances']} instances")
+        print(
+            f"  {s['imageSetId']}  v{s.get('imageSetVersion', 1)}  {kind:<11} {s['numberOfMatchedSOPInstances']} instances"
+        )
     failures = (buckets / out / "FAILURE" / "failure.ndjson").read_text().splitlines()
     for line in failures[:20]:
         entry = json.loads(line)

@@ -52,7 +52,9 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         try:
-            return all(ipaddress.ip_address(info[4][0]).is_loopback for info in socket.getaddrinfo(host, None))
+            return all(
+                ipaddress.ip_address(info[4][0]).is_loopback for info in socket.getaddrinfo(host, None)
+            )
         except OSError:
             return False
 
@@ -77,6 +79,12 @@ def serve(config: ServerConfig, host: str, port: int, log_level: str = "info") -
     """Serve until SIGTERM/SIGINT; uvicorn drains connections and the lifespan closes the services."""
     app = build_app(config, host)
     uv_config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, lifespan="on", access_log=False, timeout_graceful_shutdown=10
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        lifespan="on",
+        access_log=False,
+        timeout_graceful_shutdown=10,
     )
     uvicorn.Server(uv_config).run()

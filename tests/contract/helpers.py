@@ -7,7 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 
-def wait_for(fn: Callable[[], Any], predicate: Callable[[Any], bool], timeout: float = 60.0, step: float = 0.05) -> Any:
+def wait_for(
+    fn: Callable[[], Any], predicate: Callable[[Any], bool], timeout: float = 60.0, step: float = 0.05
+) -> Any:
     deadline = time.monotonic() + timeout
     value = fn()
     while not predicate(value):

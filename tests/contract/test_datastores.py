@@ -58,7 +58,10 @@ def test_kms_lambda_and_format_are_echoed(medical_imaging: Any) -> None:
     kms = "arn:aws:kms:us-east-1:123456789012:key/12345678-1234-1234-1234-123456789012"
     lam = "arn:aws:lambda:us-east-1:123456789012:function:authz"
     ds_id = medical_imaging.create_datastore(
-        datastoreName="j2k", kmsKeyArn=kms, lambdaAuthorizerArn=lam, losslessStorageFormat="JPEG_2000_LOSSLESS"
+        datastoreName="j2k",
+        kmsKeyArn=kms,
+        lambdaAuthorizerArn=lam,
+        losslessStorageFormat="JPEG_2000_LOSSLESS",
     )["datastoreId"]
     props = medical_imaging.get_datastore(datastoreId=ds_id)["datastoreProperties"]
     assert props["kmsKeyArn"] == kms
@@ -90,10 +93,9 @@ def test_unknown_datastore_is_not_found(medical_imaging: Any) -> None:
 
 
 def test_bad_ids_and_page_sizes_are_validation_errors(medical_imaging: Any) -> None:
-    from botocore.config import Config
-
     # boto3 validates client-side; turn that off to reach the server's own validation
     import boto3
+    from botocore.config import Config
 
     raw = boto3.client(
         "medical-imaging",
@@ -162,7 +164,9 @@ def test_tampered_or_mismatched_tokens_are_rejected(medical_imaging: Any) -> Non
     assert _code(exc) == "ValidationException" and "nextToken" in exc.value.response["Error"]["Message"]
     with pytest.raises(ClientError) as exc:
         medical_imaging.list_datastores(maxResults=1, nextToken=token, datastoreStatus="DELETED")
-    assert _code(exc) == "ValidationException" and "different request" in exc.value.response["Error"]["Message"]
+    assert (
+        _code(exc) == "ValidationException" and "different request" in exc.value.response["Error"]["Message"]
+    )
 
 
 def test_delete_is_idempotent_and_blocked_while_creating_is_not_fatal(medical_imaging: Any) -> None:

@@ -13,7 +13,9 @@ from contract.helpers import active_datastore
 def test_tag_untag_list(medical_imaging: Any) -> None:
     ds_id = active_datastore(medical_imaging, "tags")
     arn = medical_imaging.get_datastore(datastoreId=ds_id)["datastoreProperties"]["datastoreArn"]
-    resp = medical_imaging.tag_resource(resourceArn=arn, tags={"Deployment": "Dev", "Owner": "qa", "a/b": "c:d"})
+    resp = medical_imaging.tag_resource(
+        resourceArn=arn, tags={"Deployment": "Dev", "Owner": "qa", "a/b": "c:d"}
+    )
     assert resp["ResponseMetadata"]["HTTPStatusCode"] == 200
     assert medical_imaging.list_tags_for_resource(resourceArn=arn)["tags"] == {
         "Deployment": "Dev",
@@ -41,8 +43,8 @@ def test_unknown_resources_are_not_found(medical_imaging: Any) -> None:
 def test_tag_key_rules(medical_imaging: Any) -> None:
     ds_id = active_datastore(medical_imaging, "tagrules")
     arn = medical_imaging.get_datastore(datastoreId=ds_id)["datastoreProperties"]["datastoreArn"]
-    from botocore.config import Config
     import boto3
+    from botocore.config import Config
 
     raw = boto3.client(
         "medical-imaging",

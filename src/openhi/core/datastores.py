@@ -94,7 +94,9 @@ class DatastoreService:
         """
         ds = self.get(datastore_id)
         if ds.status != "ACTIVE":
-            raise ConflictError(f"Datastore {datastore_id} is {ds.status}; it must be ACTIVE for this operation.")
+            raise ConflictError(
+                f"Datastore {datastore_id} is {ds.status}; it must be ACTIVE for this operation."
+            )
         return ds
 
     def list(
@@ -129,7 +131,9 @@ class DatastoreService:
                 f"Datastore {datastore_id} still holds {remaining} image set(s); delete them before the datastore."
             )
         if self.env.index.count_jobs(datastore_id, ("SUBMITTED", "IN_PROGRESS")):
-            raise ConflictError(f"Datastore {datastore_id} has import jobs in progress; wait for them to finish.")
+            raise ConflictError(
+                f"Datastore {datastore_id} has import jobs in progress; wait for them to finish."
+            )
         now = self.env.clock()
         self.env.index.set_datastore_status(datastore_id, "DELETING", now)
         ds.status = "DELETING"

@@ -12,21 +12,20 @@ from typing import Any
 
 from openhi.core.env import Env
 from openhi.core.ids import new_id
+from openhi.core.keys import frame_key, metadata_key
 from openhi.core.records import FrameRef, ImageSet, ImageSetVersion, ImportJob
-from openhi.dicom.document import build_document, decode_document, encode_document, merge_instances, search_tags
+from openhi.dicom.document import (
+    build_document,
+    decode_document,
+    encode_document,
+    merge_instances,
+    search_tags,
+)
 from openhi.dicom.instance import InstanceRejected, ProcessedInstance, process_instance
 from openhi.ports.index import VersionCommit
 from openhi.ports.objects import BucketNotFound, ObjectInfo, ObjectNotFound, parse_s3_uri
 
 log = logging.getLogger("openhi.import")
-
-
-def frame_key(datastore_id: str, frame_id: str) -> str:
-    return f"frames/{datastore_id}/{frame_id}"
-
-
-def metadata_key(datastore_id: str, image_set_id: str, version: int) -> str:
-    return f"metadata/{datastore_id}/{image_set_id}/{version}.json.gz"
 
 
 def _norm(value: Any) -> Any:
@@ -68,7 +67,9 @@ class Outcome:
     success: list[tuple[str, ProcessedInstance]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
     server_errors: int = 0
-    placed: dict[str, tuple[str, int, bool]] = field(default_factory=dict)  # sop uid -> (set id, version, primary)
+    placed: dict[str, tuple[str, int, bool]] = field(
+        default_factory=dict
+    )  # sop uid -> (set id, version, primary)
     summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -101,7 +102,9 @@ class ImportRun:
         except BucketNotFound:
             return f"Input bucket {bucket} does not exist."
         if len(objects) > s.max_files_per_job:
-            return f"The input holds {len(objects)} files; an import job accepts at most {s.max_files_per_job}."
+            return (
+                f"The input holds {len(objects)} files; an import job accepts at most {s.max_files_per_job}."
+            )
         total = sum(o.size for o in objects)
         if total > s.max_job_bytes:
             return f"The input holds {total} bytes; an import job accepts at most {s.max_job_bytes} bytes."
@@ -124,7 +127,9 @@ class ImportRun:
             for info in objects:
                 try:
                     if info.size > max_file:
-                        raise InstanceRejected("ValidationException", f"File of {info.size} bytes exceeds {max_file}.")
+                        raise InstanceRejected(
+                            "ValidationException", f"File of {info.size} bytes exceeds {max_file}."
+                        )
                     result: ProcessedInstance | Exception = process_instance(
                         self.env.objects.get(bucket, info.key), storage_format
                     )
@@ -143,7 +148,12 @@ class ImportRun:
                     exhausted = True
                     break
                 if nxt.size > max_file:
-                    yield nxt, InstanceRejected("ValidationException", f"File of {nxt.size} bytes exceeds {max_file}.")
+                    yield (
+                        nxt,
+                        InstanceRejected(
+                            "ValidationException", f"File of {nxt.size} bytes exceeds {max_file}."
+                        ),
+                    )
                     continue
                 try:
                     data = self.env.objects.get(bucket, nxt.key)
@@ -166,7 +176,9 @@ class ImportRun:
         if isinstance(result, BaseException):
             log.warning("import %s: %s failed: %r", self.job.id, info.key, result)
             self.outcome.server_errors += 1
-            self._fail(info.key, "InternalServerException", f"Unexpected error while importing the file: {result}")
+            self._fail(
+                info.key, "InternalServerException", f"Unexpected error while importing the file: {result}"
+            )
             return
         for frame in result.frames:  # frames first: an image set never points at a missing frame
             self.env.blobs.put(frame_key(self.job.datastore_id, frame.frame_id), frame.data)
@@ -186,7 +198,9 @@ class ImportRun:
             for keys, items in subgroups.items():
                 self._place(study_uid, series_uid, keys, items)
 
-    def _place(self, study_uid: str, series_uid: str, keys: tuple[Any, ...], items: list[ProcessedInstance]) -> None:
+    def _place(
+        self, study_uid: str, series_uid: str, keys: tuple[Any, ...], items: list[ProcessedInstance]
+    ) -> None:
         ds_id = self.job.datastore_id
         primary = self.env.index.find_primary(ds_id, study_uid, series_uid)
         if primary is not None:
@@ -239,7 +253,9 @@ class ImportRun:
         key = metadata_key(ds_id, head.id, new_version)
         self.env.blobs.put(key, encode_document(merged))
         now = self.env.clock()
-        row = ImageSetVersion(ds_id, head.id, new_version, "ACTIVE", "IMPORTED", head.created_at, now, True, key)
+        row = ImageSetVersion(
+            ds_id, head.id, new_version, "ACTIVE", "IMPORTED", head.created_at, now, True, key
+        )
         commit = VersionCommit(
             image_set_id=head.id,
             version=row,
@@ -270,7 +286,12 @@ class ImportRun:
             self.outcome.placed[p.sop_uid] = (set_id, version, is_primary)
         summary = self.outcome.summaries.setdefault(
             set_id,
-            {"imageSetId": set_id, "imageSetVersion": version, "isPrimary": is_primary, "numberOfMatchedSOPInstances": 0},
+            {
+                "imageSetId": set_id,
+                "imageSetVersion": version,
+                "isPrimary": is_primary,
+                "numberOfMatchedSOPInstances": 0,
+            },
         )
         summary["numberOfMatchedSOPInstances"] += len(items)
 
@@ -281,10 +302,16 @@ class ImportRun:
         success_lines, warning_lines = [], []
         for key, p in self.outcome.success:
             set_id, version, primary = self.outcome.placed[p.sop_uid]
-            response: dict[str, Any] = {"imageSetId": set_id, "imageSetVersion": version, "isPrimary": primary}
+            response: dict[str, Any] = {
+                "imageSetId": set_id,
+                "imageSetVersion": version,
+                "isPrimary": primary,
+            }
             success_lines.append({"inputFile": key, "importResponse": response})
             if p.warnings:
-                warning_lines.append({"inputFile": key, "importResponse": {**response, "warnings": p.warnings}})
+                warning_lines.append(
+                    {"inputFile": key, "importResponse": {**response, "warnings": p.warnings}}
+                )
         o = self.outcome
         manifest = {
             "jobSummary": {

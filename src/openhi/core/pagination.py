@@ -32,7 +32,9 @@ class Paginator:
         return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
     def issue(self, operation: str, query: Mapping[str, Any], cursor: list[Any]) -> str:
-        body = _b64(json.dumps({"c": cursor, "q": self._query_hash(operation, query)}, separators=(",", ":")).encode())
+        body = _b64(
+            json.dumps({"c": cursor, "q": self._query_hash(operation, query)}, separators=(",", ":")).encode()
+        )
         sig = _b64(hmac.new(self._secret, body.encode(), hashlib.sha256).digest()[:20])
         return f"{body}.{sig}"
 
@@ -47,7 +49,9 @@ class Paginator:
         body, _, sig = token.partition(".")
         expected = _b64(hmac.new(self._secret, body.encode(), hashlib.sha256).digest()[:20])
         if not sig or not hmac.compare_digest(sig, expected):
-            raise ValidationError("Invalid nextToken: the token is malformed or was not issued by this service.")
+            raise ValidationError(
+                "Invalid nextToken: the token is malformed or was not issued by this service."
+            )
         try:
             payload = json.loads(_unb64(body))
         except ValueError:

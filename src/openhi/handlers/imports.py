@@ -54,7 +54,10 @@ def get_job(svc: Services, p: dict[str, Any]) -> dict[str, Any]:
 @handles("ListDICOMImportJobs")
 def list_jobs(svc: Services, p: dict[str, Any]) -> dict[str, Any]:
     rows, token = svc.imports.list(
-        p["datastoreId"], status=p.get("jobStatus"), max_results=p.get("maxResults"), next_token=p.get("nextToken")
+        p["datastoreId"],
+        status=p.get("jobStatus"),
+        max_results=p.get("maxResults"),
+        next_token=p.get("nextToken"),
     )
     return {
         "jobSummaries": [

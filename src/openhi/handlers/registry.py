@@ -10,6 +10,8 @@ if TYPE_CHECKING:
 
 Handler = Callable[["Services", dict[str, Any]], dict[str, Any]]
 HANDLERS: dict[str, Handler] = {}
+# openhi's own JSON routes outside the AWS namespace: path prefix -> fn(services, path, query) -> WireResponse
+ExtraRoute = Callable[["Services", str, str], Any]
 
 
 def handles(operation: str) -> Callable[[Handler], Handler]:
@@ -35,3 +37,13 @@ def load_all() -> dict[str, Handler]:
             if exc.name != f"openhi.handlers.{optional}":
                 raise
     return HANDLERS
+
+
+def load_extra_routes() -> dict[str, ExtraRoute]:
+    """Routes under ``/openhi/`` (beyond the real service), from ``openhi.handlers.extra`` when present."""
+    try:
+        from openhi.handlers import extra  # type: ignore[attr-defined, unused-ignore]
+    except ImportError:
+        return {}
+    routes: dict[str, ExtraRoute] = extra.ROUTES
+    return routes

@@ -27,7 +27,7 @@ def openhi_fresh(tmp_path: Any) -> Iterator[RunningServer]:
     try:
         yield server
     finally:
-        server.kill() if server.proc and server.proc.poll() is None else None
+        server.kill()
 
 
 @pytest.fixture()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -23,8 +24,14 @@ def free_port() -> int:
 class RunningServer:
     """``openhi serve`` in a subprocess. ``restart()`` keeps the data dir; ``kill()`` is a SIGKILL."""
 
-    def __init__(self, data_dir: Path, *, port: int | None = None, extra_args: list[str] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        extra_args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.extra_args = extra_args or []
@@ -37,15 +44,32 @@ class RunningServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> RunningServer:
-        cmd = [sys.executable, "-m", "openhi", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-               "--data-dir", str(self.data_dir), "--log-level", "warning", *self.extra_args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "openhi",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            "--log-level",
+            "warning",
+            *self.extra_args,
+        ]
         env = {**os.environ, **self.env}
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"openhi exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"openhi exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}"
+                )
             try:
                 with urllib.request.urlopen(f"{self.endpoint}/healthz", timeout=1) as resp:
                     if resp.status == 200:
@@ -68,10 +92,8 @@ class RunningServer:
         """SIGKILL the whole process group (server and its pixel workers), as a crash would."""
         if self.proc is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.proc.wait(timeout=10)
 
     def restart(self) -> RunningServer:
@@ -83,8 +105,9 @@ class RunningServer:
         import boto3
         from botocore.config import Config
 
-        config = Config(inject_host_prefix=False, retries={"max_attempts": 1, "mode": "standard"},
-                        read_timeout=120)
+        config = Config(
+            inject_host_prefix=False, retries={"max_attempts": 1, "mode": "standard"}, read_timeout=120
+        )
         return boto3.client(
             service,
             endpoint_url=self.endpoint,

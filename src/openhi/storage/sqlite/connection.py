@@ -29,7 +29,9 @@ class Database:
         self._migrate(self._keepalive)
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self._uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30.0)
+        conn = sqlite3.connect(
+            self._uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30.0
+        )
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA busy_timeout = 30000")
         if not self._memory:

@@ -29,7 +29,9 @@ class ControlTables:
         """Insert, or return the existing datastore carrying the same client token."""
         with self.db.write() as conn:
             if ds.client_token is not None:
-                row = conn.execute("SELECT * FROM datastores WHERE client_token = ?", (ds.client_token,)).fetchone()
+                row = conn.execute(
+                    "SELECT * FROM datastores WHERE client_token = ?", (ds.client_token,)
+                ).fetchone()
                 if row is not None:
                     return datastore_from(row)
             conn.execute(
@@ -55,7 +57,9 @@ class ControlTables:
         row = self.db.conn.execute("SELECT * FROM datastores WHERE id = ?", (datastore_id,)).fetchone()
         return None if row is None else datastore_from(row)
 
-    def list_datastores(self, status: str | None, after: tuple[float, str] | None, limit: int) -> list[Datastore]:
+    def list_datastores(
+        self, status: str | None, after: tuple[float, str] | None, limit: int
+    ) -> list[Datastore]:
         sql = "SELECT * FROM datastores WHERE 1 = 1"
         args: list[object] = []
         if status is not None:
@@ -76,7 +80,9 @@ class ControlTables:
 
     def count_datastores(self, statuses: Sequence[str]) -> int:
         marks = ",".join("?" * len(statuses))
-        row = self.db.conn.execute(f"SELECT count(*) FROM datastores WHERE status IN ({marks})", list(statuses))
+        row = self.db.conn.execute(
+            f"SELECT count(*) FROM datastores WHERE status IN ({marks})", list(statuses)
+        )
         return int(row.fetchone()[0])
 
     # -- tags

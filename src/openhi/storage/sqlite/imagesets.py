@@ -68,8 +68,10 @@ class ImageSetTables:
                     *cols.values(),
                 ),
             )
-            conn.execute(f"INSERT INTO image_set_versions ({_VERSION_COLUMNS}) VALUES ({','.join('?' * 12)})",
-                         _version_args(version))
+            conn.execute(
+                f"INSERT INTO image_set_versions ({_VERSION_COLUMNS}) VALUES ({','.join('?' * 12)})",
+                _version_args(version),
+            )
             _insert_frames(conn, head.id, frames)
 
     def get_image_set(self, datastore_id: str, image_set_id: str) -> ImageSet | None:
@@ -164,7 +166,8 @@ class ImageSetTables:
                 )
                 if cur.rowcount != 1:
                     row = conn.execute(
-                        "SELECT * FROM image_sets WHERE id = ? AND datastore_id = ?", (lock.image_set_id, datastore_id)
+                        "SELECT * FROM image_sets WHERE id = ? AND datastore_id = ?",
+                        (lock.image_set_id, datastore_id),
                     ).fetchone()
                     raise _LockLost(None if row is None else image_set_from(row))
                 if lock.new_version is not None:
@@ -271,7 +274,8 @@ class ImageSetTables:
     def enqueue_gc(self, blob_keys: Sequence[str], now: float) -> None:
         with self.db.write() as conn:
             conn.executemany(
-                "INSERT OR IGNORE INTO blob_gc (blob_key, enqueued_at) VALUES (?, ?)", [(k, now) for k in blob_keys]
+                "INSERT OR IGNORE INTO blob_gc (blob_key, enqueued_at) VALUES (?, ?)",
+                [(k, now) for k in blob_keys],
             )
 
     def claim_gc(self, limit: int) -> list[str]:

@@ -9,7 +9,6 @@ from typing import Any, Protocol
 from openhi.core.records import Datastore, ImageSet, ImageSetVersion, ImportJob
 
 
-
 class RowLike(Protocol):
     """A result row addressable by column name (sqlite3.Row, a psycopg dict row)."""
 
