@@ -32,6 +32,8 @@ def _check(pixels: np.ndarray) -> np.ndarray:
         raise ValueError(f"Cannot encode {pixels.shape[2]} components per pixel")
     if pixels.ndim == 3 and pixels.shape[2] == 1:
         pixels = pixels[:, :, 0]
+    if not pixels.dtype.isnative:
+        pixels = pixels.astype(pixels.dtype.newbyteorder("="))
     return np.ascontiguousarray(pixels)
 
 

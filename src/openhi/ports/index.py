@@ -38,6 +38,8 @@ class VersionCommit:
     deleted_at: float | None = None
     touch: bool = False
     frames: list[FrameRef] = field(default_factory=list)
+    # a delete: drop the set's frame references and queue its frame and metadata blobs for collection
+    collect: bool = False
 
 
 @dataclass
@@ -99,9 +101,16 @@ class MetadataIndex(Protocol):
     def find_primary(self, datastore_id: str, study_uid: str, series_uid: str) -> ImageSet | None: ...
     def list_primary_in_study(self, datastore_id: str, study_uid: str) -> list[ImageSet]: ...
     def count_image_sets(self, datastore_id: str) -> int: ...
-    def lock_image_sets(self, datastore_id: str, locks: list[LockRequest], now: float) -> ImageSet | None:
-        """Apply every lock atomically. On a stale version or a locked set, change nothing and return
-        that set's current head (the caller raises ConflictException); return None on success."""
+    def lock_image_sets(
+        self,
+        datastore_id: str,
+        locks: list[LockRequest],
+        now: float,
+        creates: Sequence[tuple[ImageSet, ImageSetVersion]] = (),
+    ) -> ImageSet | None:
+        """Apply every lock, and create every (LOCKED) new image set of ``creates``, atomically. On a stale
+        version or a locked set, change nothing and return that set's current head (the caller raises
+        ConflictException); return None on success."""
         ...
 
     def commit_versions(self, datastore_id: str, commits: list[VersionCommit]) -> None:
@@ -123,7 +132,10 @@ class MetadataIndex(Protocol):
     # -- blob collection
     def enqueue_gc(self, blob_keys: Sequence[str], now: float) -> None: ...
     def claim_gc(self, limit: int) -> list[str]: ...
-    def blob_referenced(self, blob_key: str) -> bool: ...
+    def blob_referenced(self, blob_key: str) -> bool:
+        """True while a frame reference, or a version of a set that is not DELETED, points at the blob."""
+        ...
+
     def forget_gc(self, blob_keys: Sequence[str]) -> None: ...
     def remove_frame_refs(self, image_set_id: str) -> list[str]: ...
 

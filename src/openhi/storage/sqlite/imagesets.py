@@ -40,34 +40,54 @@ def _insert_frames(conn: sqlite3.Connection, image_set_id: str, frames: Sequence
     )
 
 
+def _insert_head(conn: sqlite3.Connection, head: ImageSet) -> None:
+    cols = search_columns(head.search)
+    names = ", ".join(cols)
+    marks = ", ".join("?" * len(cols))
+    conn.execute(
+        "INSERT INTO image_sets (id, datastore_id, latest_version, content_version, state, workflow_status,"
+        " is_primary, created_at, updated_at, deleted_at, last_accessed_at, storage_tier, "
+        f"{names}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {marks})",
+        (
+            head.id,
+            head.datastore_id,
+            head.latest_version,
+            head.content_version,
+            head.state,
+            head.workflow_status,
+            int(head.is_primary),
+            head.created_at,
+            head.updated_at,
+            head.deleted_at,
+            head.last_accessed_at,
+            head.storage_tier,
+            *cols.values(),
+        ),
+    )
+
+
+def _collect(conn: sqlite3.Connection, image_set_id: str, now: float) -> None:
+    """Drop a deleted set's frame references; queue its frame and metadata blobs for collection."""
+    conn.execute(
+        "INSERT OR IGNORE INTO blob_gc (blob_key, enqueued_at)"
+        " SELECT DISTINCT blob_key, ? FROM image_set_frames WHERE image_set_id = ?",
+        (now, image_set_id),
+    )
+    conn.execute(
+        "INSERT OR IGNORE INTO blob_gc (blob_key, enqueued_at)"
+        " SELECT DISTINCT metadata_key, ? FROM image_set_versions"
+        " WHERE image_set_id = ? AND metadata_key IS NOT NULL",
+        (now, image_set_id),
+    )
+    conn.execute("DELETE FROM image_set_frames WHERE image_set_id = ?", (image_set_id,))
+
+
 class ImageSetTables:
     db: Database
 
     def create_image_set(self, head: ImageSet, version: ImageSetVersion, frames: list[FrameRef]) -> None:
-        cols = search_columns(head.search)
-        names = ", ".join(cols)
-        marks = ", ".join("?" * len(cols))
         with self.db.write() as conn:
-            conn.execute(
-                "INSERT INTO image_sets (id, datastore_id, latest_version, content_version, state, workflow_status,"
-                " is_primary, created_at, updated_at, deleted_at, last_accessed_at, storage_tier, "
-                f"{names}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {marks})",
-                (
-                    head.id,
-                    head.datastore_id,
-                    head.latest_version,
-                    head.content_version,
-                    head.state,
-                    head.workflow_status,
-                    int(head.is_primary),
-                    head.created_at,
-                    head.updated_at,
-                    head.deleted_at,
-                    head.last_accessed_at,
-                    head.storage_tier,
-                    *cols.values(),
-                ),
-            )
+            _insert_head(conn, head)
             conn.execute(
                 f"INSERT INTO image_set_versions ({_VERSION_COLUMNS}) VALUES ({','.join('?' * 12)})",
                 _version_args(version),
@@ -139,15 +159,33 @@ class ImageSetTables:
         ).fetchone()
         return int(row[0])
 
-    def lock_image_sets(self, datastore_id: str, locks: list[LockRequest], now: float) -> ImageSet | None:
+    def lock_image_sets(
+        self,
+        datastore_id: str,
+        locks: list[LockRequest],
+        now: float,
+        creates: Sequence[tuple[ImageSet, ImageSetVersion]] = (),
+    ) -> ImageSet | None:
         try:
-            self._lock(datastore_id, locks, now)
+            self._lock(datastore_id, locks, now, creates)
         except _LockLost as lost:
             return lost.head
         return None
 
-    def _lock(self, datastore_id: str, locks: list[LockRequest], now: float) -> None:
+    def _lock(
+        self,
+        datastore_id: str,
+        locks: list[LockRequest],
+        now: float,
+        creates: Sequence[tuple[ImageSet, ImageSetVersion]],
+    ) -> None:
         with self.db.write() as conn:
+            for head, version in creates:
+                _insert_head(conn, head)
+                conn.execute(
+                    f"INSERT INTO image_set_versions ({_VERSION_COLUMNS}) VALUES ({','.join('?' * 12)})",
+                    _version_args(version),
+                )
             for lock in locks:
                 new_latest = lock.new_version.version if lock.new_version else lock.expected_latest
                 cur = conn.execute(
@@ -243,6 +281,8 @@ class ImageSetTables:
             [*args, commit.image_set_id, datastore_id],
         )
         _insert_frames(conn, commit.image_set_id, commit.frames)
+        if commit.collect:
+            _collect(conn, commit.image_set_id, commit.updated_at)
 
     def locked_versions(self) -> list[ImageSetVersion]:
         rows = self.db.conn.execute("SELECT * FROM image_set_versions WHERE state = 'LOCKED'")
@@ -284,7 +324,10 @@ class ImageSetTables:
 
     def blob_referenced(self, blob_key: str) -> bool:
         row = self.db.conn.execute(
-            "SELECT 1 FROM image_set_frames WHERE blob_key = ? LIMIT 1", (blob_key,)
+            "SELECT 1 FROM image_set_frames WHERE blob_key = ?"
+            " UNION ALL SELECT 1 FROM image_set_versions v JOIN image_sets s ON s.id = v.image_set_id"
+            " WHERE v.metadata_key = ? AND s.state != 'DELETED' LIMIT 1",
+            (blob_key, blob_key),
         ).fetchone()
         return row is not None
 

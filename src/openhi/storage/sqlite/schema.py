@@ -128,4 +128,8 @@ MIGRATIONS: list[str] = [
         enqueued_at REAL NOT NULL
     );
     """,
+    # 2: blob collection asks whether a metadata blob is still referenced by a version
+    """
+    CREATE INDEX image_set_versions_metadata ON image_set_versions (metadata_key);
+    """,
 ]

@@ -1,0 +1,117 @@
+"""Split a dataset's Pixel Data into frames: raw encapsulated/bit-packed bytes, or decoded pixel arrays."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
+from pydicom.pixels import get_decoder
+from pydicom.pixels.utils import pack_bits
+
+PIXEL_DATA = 0x7FE00010
+
+
+class PixelDataError(ValueError):
+    """The Pixel Data element is inconsistent with the Image Pixel module or cannot be decoded."""
+
+
+@dataclass(frozen=True)
+class PixelInfo:
+    """The Image Pixel module values that describe one frame."""
+
+    rows: int
+    columns: int
+    samples: int
+    bits_allocated: int
+    bits_stored: int
+    signed: bool
+    photometric: str
+    planar: int
+    frames: int
+
+    @property
+    def frame_pixels(self) -> int:
+        return self.rows * self.columns * self.samples
+
+    @property
+    def frame_size(self) -> int:
+        """Uncompressed frame size in bytes (1-bit data counts one byte per pixel once unpacked)."""
+        return self.frame_pixels * max(1, (self.bits_allocated + 7) // 8)
+
+
+def pixel_info(ds: Dataset) -> PixelInfo:
+    """Read the Image Pixel module; raise ``PixelDataError`` when a required value is missing/invalid."""
+    try:
+        frames = ds.get("NumberOfFrames") or 1
+        info = PixelInfo(
+            rows=int(ds.Rows),
+            columns=int(ds.Columns),
+            samples=int(ds.get("SamplesPerPixel") or 1),
+            bits_allocated=int(ds.BitsAllocated),
+            bits_stored=int(ds.get("BitsStored") or ds.BitsAllocated),
+            signed=int(ds.get("PixelRepresentation") or 0) == 1,
+            photometric=str(ds.get("PhotometricInterpretation") or ""),
+            planar=int(ds.get("PlanarConfiguration") or 0),
+            frames=int(frames),
+        )
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise PixelDataError(f"Invalid Image Pixel module: {exc}") from exc
+    if info.rows <= 0 or info.columns <= 0 or info.frames <= 0 or info.samples <= 0:
+        raise PixelDataError("Rows, Columns, Samples per Pixel and Number of Frames must be positive")
+    return info
+
+
+def has_pixel_data(ds: Dataset) -> bool:
+    """Whether the dataset carries a (non-empty) Pixel Data element."""
+    return PIXEL_DATA in ds and ds.get_item(PIXEL_DATA).value not in (None, b"")
+
+
+def encapsulated_frames(ds: Dataset, info: PixelInfo) -> list[bytes]:
+    """Return each frame's encoded bytes (fragments joined) using the basic/extended offset table."""
+    extended = None
+    if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
+        extended = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
+    try:
+        frames = list(generate_frames(ds.PixelData, number_of_frames=info.frames, extended_offsets=extended))
+    except (ValueError, KeyError, EOFError) as exc:
+        raise PixelDataError(f"Encapsulated Pixel Data cannot be split into frames: {exc}") from exc
+    if len(frames) != info.frames:
+        raise PixelDataError(f"Found {len(frames)} encapsulated frames, expected {info.frames}")
+    return frames
+
+
+def native_frames(ds: Dataset, info: PixelInfo) -> list[bytes]:
+    """Return each frame of native Pixel Data as stored (bit-packed frames repacked from bit 0)."""
+    data = ds.PixelData
+    if info.bits_allocated == 1:
+        bits = info.frame_pixels
+        if len(data) * 8 < bits * info.frames:
+            raise PixelDataError("Pixel Data is shorter than Rows × Columns × Number of Frames bits")
+        unpacked = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")
+        return [pack_bits(unpacked[i * bits : (i + 1) * bits]) for i in range(info.frames)]
+    size = info.frame_size
+    if len(data) < size * info.frames:
+        raise PixelDataError(f"Pixel Data is truncated ({len(data)} of {size * info.frames} bytes)")
+    view = memoryview(data)
+    return [bytes(view[i * size : (i + 1) * size]) for i in range(info.frames)]
+
+
+def decoded_frames(ds: Dataset, transfer_syntax: str) -> Iterator[np.ndarray]:
+    """Yield each frame decoded by pydicom: rows × cols [× samples], interleaved, native byte order.
+
+    Colour spaces are left as stored (``raw=True``: YBR_FULL is not converted to RGB); JPEG 2000
+    decoders undo their own RCT/ICT, and native YBR_FULL_422 is upsampled to full resolution.
+    """
+    try:
+        decoder = get_decoder(transfer_syntax)
+        for arr, _ in decoder.iter_array(ds, raw=True, view_only=True):
+            if not arr.dtype.isnative:
+                arr = arr.astype(arr.dtype.newbyteorder("="))
+            yield arr
+    except NotImplementedError as exc:
+        raise PixelDataError(f"No decoder available for transfer syntax {transfer_syntax}: {exc}") from exc
+    except (ValueError, RuntimeError, AttributeError, KeyError, EOFError) as exc:
+        raise PixelDataError(f"Pixel Data cannot be decoded: {exc}") from exc
