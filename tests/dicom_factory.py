@@ -35,7 +35,14 @@ def uid(*parts: object) -> str:
 
 
 def make_pixels(
-    *, rows: int = 16, cols: int = 16, bits: int = 16, signed: bool = False, samples: int = 1, frames: int = 1, seed: int = 0
+    *,
+    rows: int = 16,
+    cols: int = 16,
+    bits: int = 16,
+    signed: bool = False,
+    samples: int = 1,
+    frames: int = 1,
+    seed: int = 0,
 ) -> np.ndarray:
     """Random frames (frames × rows × cols [× samples]) using the full ``bits`` range."""
     rng = np.random.default_rng(seed)
@@ -76,7 +83,9 @@ def _base_dataset(sop_class: str, sop_uid: str, study_uid: str, series_uid: str,
     return ds
 
 
-def _set_pixel_module(ds: Dataset, pixels: np.ndarray, bits: int, signed: bool, photometric: str, planar: int) -> None:
+def _set_pixel_module(
+    ds: Dataset, pixels: np.ndarray, bits: int, signed: bool, photometric: str, planar: int
+) -> None:
     frames = pixels.shape[0]
     ds.Rows, ds.Columns = pixels.shape[1], pixels.shape[2]
     ds.SamplesPerPixel = pixels.shape[3] if pixels.ndim == 4 else 1
@@ -141,7 +150,9 @@ def make_instance(
     ``attrs`` set extra keyword attributes (``None`` deletes one).
     """
     if pixels is None:
-        pixels = make_pixels(rows=rows, cols=cols, bits=bits, signed=signed, samples=samples, frames=frames, seed=seed)
+        pixels = make_pixels(
+            rows=rows, cols=cols, bits=bits, signed=signed, samples=samples, frames=frames, seed=seed
+        )
     samples = pixels.shape[3] if pixels.ndim == 4 else 1
     photometric = photometric or ("RGB" if samples == 3 else "MONOCHROME2")
     study_uid = study_uid or uid("study", seed)

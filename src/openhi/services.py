@@ -54,6 +54,11 @@ class Services:
         self.env.index.close()
 
 
+def _warm_worker() -> None:
+    """Import the pixel stack in a pool process so the first import job doesn't pay for it."""
+    import openhi.core.import_run  # noqa: F401
+
+
 def build_services(config: ServerConfig) -> Services:
     """Open the backends, recover half-finished work, and return ready services."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -67,6 +72,9 @@ def build_services(config: ServerConfig) -> Services:
         tasks=ThreadTaskRunner(),
         pixel_pool=ProcessPoolExecutor(max_workers=workers) if workers > 0 else None,
     )
+    if env.pixel_pool is not None:
+        for _ in range(workers):
+            env.pixel_pool.submit(_warm_worker)
     secret = index.set_meta_if_absent("pagination_secret", secrets.token_hex(32))
     paginator = Paginator(bytes.fromhex(secret))
     datastores = DatastoreService(env, paginator)

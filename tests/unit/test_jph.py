@@ -24,7 +24,8 @@ def _boxes(data: bytes) -> list[tuple[bytes, bytes]]:
 
 
 @pytest.mark.parametrize(
-    ("shape", "dtype"), [((70, 90), "int16"), ((64, 64), "uint8"), ((30, 20, 3), "uint8"), ((100, 80), "uint16")]
+    ("shape", "dtype"),
+    [((70, 90), "int16"), ((64, 64), "uint8"), ((30, 20, 3), "uint8"), ((100, 80), "uint16")],
 )
 def test_jph_structure_and_openjpeg_jp2_mode(shape: tuple[int, ...], dtype: str) -> None:
     info = np.iinfo(dtype)

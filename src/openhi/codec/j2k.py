@@ -87,8 +87,8 @@ def decode_j2k(data: bytes) -> np.ndarray:
     """Decode an HTJ2K or JPEG 2000 codestream, or a JPH/JP2 file, to rows × cols [× components]."""
     codestream = unwrap(data) if is_jp2_family(data) else data
     if is_htj2k(codestream):
-        return imagecodecs.htj2k_decode(codestream)  # type: ignore[no-any-return]
-    return imagecodecs.jpeg2k_decode(codestream)  # type: ignore[no-any-return]
+        return imagecodecs.htj2k_decode(codestream)
+    return imagecodecs.jpeg2k_decode(codestream)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ from openhi.dicom.document import (
 )
 from openhi.dicom.instance import InstanceRejected, ProcessedInstance, process_instance
 from openhi.ports.index import VersionCommit
-from openhi.ports.objects import BucketNotFound, ObjectInfo, ObjectNotFound, parse_s3_uri
+from openhi.ports.blobs import BlobStore
+from openhi.ports.objects import BucketNotFound, ObjectInfo, ObjectStore, parse_s3_uri
 
 log = logging.getLogger("openhi.import")
 
@@ -57,6 +58,23 @@ def doc_conflict_keys(doc: dict[str, Any]) -> tuple[Any, ...]:
         series_uid,
         _norm(series["DICOM"].get("SeriesNumber")),
     )
+
+
+def import_one(
+    objects: ObjectStore, bucket: str, key: str, blobs: BlobStore, datastore_id: str, storage_format: str
+) -> ProcessedInstance:
+    """Read, verify and transcode one file, then store its frames; runs in a pixel-pool process.
+
+    Frames are written here, before any metadata or index row refers to them, and only the small
+    metadata crosses back to the server process.
+
+    Raises:
+        InstanceRejected: the file is not acceptable DICOM (reported as a failure entry).
+    """
+    processed = process_instance(objects.get(bucket, key), storage_format)
+    for frame in processed.frames:
+        blobs.put(frame_key(datastore_id, frame.frame_id), frame.data)
+    return replace(processed, frames=[])
 
 
 @dataclass
@@ -123,22 +141,22 @@ class ImportRun:
     ) -> Iterator[tuple[ObjectInfo, ProcessedInstance | BaseException]]:
         pool = self.env.pixel_pool
         max_file = self.env.settings.max_file_bytes
+        args = (self.env.objects, bucket)
+        tail = (self.env.blobs, self.job.datastore_id, storage_format)
+        too_big = "File of {} bytes exceeds the per-file maximum of {} bytes."
         if pool is None:
             for info in objects:
+                result: ProcessedInstance | Exception
                 try:
                     if info.size > max_file:
-                        raise InstanceRejected(
-                            "ValidationException", f"File of {info.size} bytes exceeds {max_file}."
-                        )
-                    result: ProcessedInstance | Exception = process_instance(
-                        self.env.objects.get(bucket, info.key), storage_format
-                    )
+                        raise InstanceRejected("ValidationException", too_big.format(info.size, max_file))
+                    result = import_one(*args, info.key, *tail)
                 except Exception as exc:
                     result = exc
                 yield info, result
             return
         in_flight: dict[Future[ProcessedInstance], ObjectInfo] = {}
-        limit = 2 * max(1, getattr(pool, "_max_workers", 2))
+        limit = 4 * max(1, getattr(pool, "_max_workers", 2))
         pending = iter(objects)
         exhausted = False
         while in_flight or not exhausted:
@@ -148,19 +166,9 @@ class ImportRun:
                     exhausted = True
                     break
                 if nxt.size > max_file:
-                    yield (
-                        nxt,
-                        InstanceRejected(
-                            "ValidationException", f"File of {nxt.size} bytes exceeds {max_file}."
-                        ),
-                    )
+                    yield nxt, InstanceRejected("ValidationException", too_big.format(nxt.size, max_file))
                     continue
-                try:
-                    data = self.env.objects.get(bucket, nxt.key)
-                except ObjectNotFound as missing:
-                    yield nxt, missing
-                    continue
-                in_flight[pool.submit(process_instance, data, storage_format)] = nxt
+                in_flight[pool.submit(import_one, *args, nxt.key, *tail)] = nxt
             if not in_flight:
                 continue
             done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
@@ -180,9 +188,7 @@ class ImportRun:
                 info.key, "InternalServerException", f"Unexpected error while importing the file: {result}"
             )
             return
-        for frame in result.frames:  # frames first: an image set never points at a missing frame
-            self.env.blobs.put(frame_key(self.job.datastore_id, frame.frame_id), frame.data)
-        self.outcome.success.append((info.key, replace(result, frames=[])))
+        self.outcome.success.append((info.key, result))
 
     def _fail(self, key: str, exception_type: str, message: str) -> None:
         self.outcome.failures.append(

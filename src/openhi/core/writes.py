@@ -1,15 +1,361 @@
-"""Versioned writes: update, copy, delete (placeholder until the writes issue lands)."""
+"""Versioned writes: the lock → answer → finish-in-background protocol, update, delete and recovery."""
 
 from __future__ import annotations
 
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from openhi.core import copies
+from openhi.core.collector import BlobCollector
 from openhi.core.datastores import DatastoreService
 from openhi.core.env import Env
+from openhi.core.errors import ConflictError, NotFoundError, ValidationError
+from openhi.core.keys import metadata_key
+from openhi.core.records import FrameRef, ImageSet, ImageSetVersion
+from openhi.core.updates import apply_updates, parse_updates, sibling_updates, study_level_changed
+from openhi.dicom.document import decode_document, encode_document, search_tags
+from openhi.ports.index import LockRequest, VersionCommit
+
+log = logging.getLogger("openhi.writes")
+
+# Test hook: seconds the background half of every write sleeps before it commits (crash tests).
+DELAY_ENV = "OPENHI_TEST_WRITE_DELAY_SECONDS"
+RESTART_MESSAGE = (
+    "INTERNAL_ERROR:  the server stopped before the operation finished; the previous version is unchanged."
+)
+DONE = {"UPDATING": "UPDATED", "UPDATING_FOR_STUDY_CONSISTENCY": "UPDATED", "COPYING": "COPIED"}
+FAILED = {
+    "UPDATING": "UPDATE_FAILED",
+    "UPDATING_FOR_STUDY_CONSISTENCY": "UPDATE_FAILED",
+    "COPYING": "COPY_FAILED",
+}
+
+
+@dataclass
+class Pending:
+    """One LOCKED version and what its background half commits."""
+
+    row: ImageSetVersion
+    prev_key: str | None  # the content before this version (what a failure keeps)
+    doc: dict[str, Any] | None = None  # new content to write
+    reuse_key: str | None = None  # revert: the target version's blob, reused as is
+    search: dict[str, Any] | None = None
+    frames: list[FrameRef] = field(default_factory=list)
+    fail_message: str | None = None  # decided up front: the version ends *_FAILED with this message
 
 
 class ImageSetWriter:
     def __init__(self, env: Env, datastores: DatastoreService) -> None:
         self.env = env
         self.datastores = datastores
+        self.collector = BlobCollector(env)
 
+    # ------------------------------------------------------------------ shared protocol helpers
+    def head(self, datastore_id: str, image_set_id: str) -> ImageSet:
+        head = self.env.index.get_image_set(datastore_id, image_set_id)
+        if head is None:
+            raise NotFoundError(f"Image set {image_set_id} does not exist in datastore {datastore_id}.")
+        return head
+
+    @staticmethod
+    def conflict(head: ImageSet, expected: int | None) -> ConflictError | None:
+        """The ConflictError a write on ``head`` naming ``expected`` as latest version meets, if any."""
+        if head.state == "DELETED":
+            return ConflictError(f"ImageSet {head.id} has been deleted.")
+        if head.state == "LOCKED":
+            return ConflictError(
+                f"ImageSet {head.id} is locked by an operation in progress ({head.workflow_status})."
+            )
+        if expected is not None and head.latest_version != expected:
+            return ConflictError(
+                f"ImageSet {head.id} has latest version {head.latest_version}; the request named {expected}."
+            )
+        return None
+
+    def writable(self, head: ImageSet, expected: int | None) -> None:
+        error = self.conflict(head, expected)
+        if error is not None:
+            raise error
+
+    def content_key(self, head: ImageSet) -> str | None:
+        if head.content_version < 1:
+            return None
+        row = self.env.index.get_version(head.datastore_id, head.id, head.content_version)
+        return None if row is None else row.metadata_key
+
+    def load(self, head: ImageSet) -> dict[str, Any]:
+        key = self.content_key(head)
+        if key is None:
+            raise ConflictError(f"ImageSet {head.id} has no metadata yet.")
+        return decode_document(self.env.blobs.get(key))
+
+    def new_row(self, head: ImageSet, status: str, *, forced: bool = False) -> ImageSetVersion:
+        now = self.env.clock()
+        return ImageSetVersion(
+            datastore_id=head.datastore_id,
+            image_set_id=head.id,
+            version=head.latest_version + 1,
+            state="LOCKED",
+            workflow_status=status,
+            created_at=head.created_at,
+            updated_at=now,
+            is_primary=head.is_primary,
+            metadata_key=None,
+            forced=forced,
+        )
+
+    def lock(
+        self,
+        datastore_id: str,
+        locks: list[LockRequest],
+        creates: Sequence[tuple[ImageSet, ImageSetVersion]] = (),
+    ) -> None:
+        """Take every lock with one conditional write.
+
+        Raises:
+            ConflictError: a set is locked, deleted, or its latest version is not the one expected.
+            NotFoundError: a set disappeared.
+        """
+        lost = self.env.index.lock_image_sets(datastore_id, locks, self.env.clock(), creates)
+        if lost is None:
+            return
+        expected = next((lk.expected_latest for lk in locks if lk.image_set_id == lost.id), None)
+        error = self.conflict(lost, expected)
+        raise error or ConflictError(f"ImageSet {lost.id} changed while the request was processed; retry.")
+
+    def finish_later(self, datastore_id: str, pendings: list[Pending], extra: list[VersionCommit]) -> None:
+        """Run the background half: write new documents, then commit every version in one transaction."""
+        name = f"write-{pendings[0].row.image_set_id}-{pendings[0].row.version}"
+        self.env.tasks.submit(name, lambda: self._finish(datastore_id, pendings, extra))
+
+    def _finish(self, datastore_id: str, pendings: list[Pending], extra: list[VersionCommit]) -> None:
+        delay = float(os.environ.get(DELAY_ENV) or 0)
+        if delay > 0:
+            time.sleep(delay)
+        try:
+            commits = [self._commit_for(datastore_id, p) for p in pendings]
+            self.env.index.commit_versions(datastore_id, commits + extra)
+        except Exception as exc:
+            log.exception("write %s failed", pendings[0].row.image_set_id)
+            message = f"INTERNAL_ERROR:  {type(exc).__name__}: {exc}"
+            failed = [self._failure(replace(p, fail_message=p.fail_message or message)) for p in pendings]
+            self.env.index.commit_versions(datastore_id, failed + extra)
+            self.env.index.enqueue_gc(
+                [metadata_key(datastore_id, p.row.image_set_id, p.row.version) for p in pendings],
+                self.env.clock(),
+            )
+
+    def _commit_for(self, datastore_id: str, p: Pending) -> VersionCommit:
+        if p.fail_message is not None:
+            return self._failure(p)
+        row = p.row
+        key = p.reuse_key
+        if key is None:
+            assert p.doc is not None
+            key = metadata_key(datastore_id, row.image_set_id, row.version)
+            self.env.blobs.put(key, encode_document(p.doc))  # the blob before the index row points at it
+        now = self.env.clock()
+        status = DONE[row.workflow_status]
+        return VersionCommit(
+            image_set_id=row.image_set_id,
+            version=replace(row, state="ACTIVE", workflow_status=status, updated_at=now, metadata_key=key),
+            head_state="ACTIVE",
+            head_status=status,
+            updated_at=now,
+            content_version=row.version,
+            search=p.search,
+            touch=True,
+            frames=p.frames,
+        )
+
+    def _failure(self, p: Pending) -> VersionCommit:
+        now = self.env.clock()
+        status = FAILED[p.row.workflow_status]
+        row = replace(
+            p.row,
+            state="ACTIVE",
+            workflow_status=status,
+            updated_at=now,
+            metadata_key=p.prev_key,
+            message=p.fail_message,
+        )
+        # a copy into a new set that failed has no content at all: keep it out of attribute searches
+        search: dict[str, Any] | None = {} if p.prev_key is None else None
+        return VersionCommit(row.image_set_id, row, "ACTIVE", status, now, search=search)
+
+    # ------------------------------------------------------------------ UpdateImageSetMetadata
+    def update(
+        self,
+        datastore_id: str,
+        image_set_id: str,
+        *,
+        latest_version: int,
+        force: bool = False,
+        include_study: bool = False,
+        updatable: bytes | None = None,
+        removable: bytes | None = None,
+        revert_to: int | None = None,
+    ) -> ImageSetVersion:
+        """Start an update (or a revert); return the new LOCKED/UPDATING version of the requested set.
+
+        Raises:
+            ValidationError: malformed DICOMUpdates, a broken §4.3 constraint, union misuse.
+            QuotaExceededError: DICOMUpdates larger than the payload quota.
+            NotFoundError: no such datastore, image set, or revert target version.
+            ConflictError: datastore not ACTIVE, set locked/deleted, or ``latest_version`` stale.
+        """
+        self.datastores.require_active(datastore_id)
+        has_updates = bool(updatable or removable)
+        if revert_to is not None and has_updates:
+            raise ValidationError("Give either DICOMUpdates or revertToVersionId, not both.")
+        if revert_to is not None and include_study:
+            raise ValidationError("includeStudyImageSets is not supported with revertToVersionId.")
+        updates = (
+            None
+            if revert_to is not None
+            else parse_updates(updatable, removable, self.env.settings.max_update_payload_bytes)
+        )
+        head = self.head(datastore_id, image_set_id)
+        self.writable(head, latest_version)
+        row = self.new_row(head, "UPDATING", forced=force)
+        pendings = [Pending(row, self.content_key(head))]
+        locks = [LockRequest(head.id, head.latest_version, "UPDATING", row)]
+        if updates is None:
+            assert revert_to is not None
+            target = self.env.index.get_version(datastore_id, image_set_id, revert_to)
+            if target is None:
+                raise NotFoundError(f"ImageSet {image_set_id} has no version {revert_to}.")
+            if target.state == "LOCKED" or target.metadata_key is None:
+                raise ConflictError(
+                    f"Version {revert_to} of ImageSet {image_set_id} has no content to revert to."
+                )
+            doc = decode_document(self.env.blobs.get(target.metadata_key))
+            pendings[0].reuse_key = target.metadata_key
+            pendings[0].search = search_tags(doc)
+        else:
+            new_doc = apply_updates(self.load(head), updates, force=force, primary=head.is_primary)
+            pendings[0].doc, pendings[0].search = new_doc, search_tags(new_doc)
+            if head.is_primary and study_level_changed(updates):
+                for sibling in self._siblings(head, include_study):
+                    self.writable(sibling, sibling.latest_version)
+                    sdoc = self.load(sibling)
+                    srow = self.new_row(sibling, "UPDATING_FOR_STUDY_CONSISTENCY", forced=force)
+                    snew = apply_updates(
+                        sdoc, sibling_updates(updates, sdoc), force=force, primary=True, allow_empty=True
+                    )
+                    pendings.append(Pending(srow, self.content_key(sibling), snew, search=search_tags(snew)))
+                    locks.append(LockRequest(sibling.id, sibling.latest_version, srow.workflow_status, srow))
+        self.lock(datastore_id, locks)
+        self.finish_later(datastore_id, pendings, [])
+        return row
+
+    def _siblings(self, head: ImageSet, include_study: bool) -> list[ImageSet]:
+        study_uid = head.search.get("DICOMStudyInstanceUID")
+        if not study_uid:
+            return []
+        others = [
+            s for s in self.env.index.list_primary_in_study(head.datastore_id, study_uid) if s.id != head.id
+        ]
+        if others and not include_study:
+            raise ValidationError(
+                f"ImageSet {head.id} is a primary image set and {len(others)} other primary image set(s) share its "
+                "StudyInstanceUID; pass includeStudyImageSets=true to update the Study level of all of them."
+            )
+        return others
+
+    # ------------------------------------------------------------------ CopyImageSet
+    def copy(self, datastore_id: str, source_id: str, **kwargs: Any) -> copies.CopyStarted:
+        """Start a copy; see :func:`openhi.core.copies.start_copy` for the parameters and errors."""
+        return copies.start_copy(self, datastore_id, source_id, **kwargs)
+
+    # ------------------------------------------------------------------ DeleteImageSet
+    def delete(self, datastore_id: str, image_set_id: str) -> ImageSet:
+        """Start deleting; return the head as the response shows it (LOCKED/DELETING, or DELETED if done).
+
+        Raises:
+            NotFoundError: no such datastore or image set.
+            ConflictError: datastore not ACTIVE, or the set is locked by another operation.
+        """
+        self.datastores.require_active(datastore_id)
+        for _ in range(5):
+            head = self.head(datastore_id, image_set_id)
+            if head.state == "DELETED":
+                return head
+            self.writable(head, None)
+            row = self.new_row(head, "DELETING")
+            lost = self.env.index.lock_image_sets(
+                datastore_id, [LockRequest(head.id, head.latest_version, "DELETING", row)], self.env.clock()
+            )
+            if lost is None:
+                self._delete_later(row, self.content_key(head))
+                return replace(head, state="LOCKED", workflow_status="DELETING", latest_version=row.version)
+            if lost.state != "ACTIVE":
+                continue  # locked or deleted meanwhile: the next round reports it
+        raise ConflictError(f"ImageSet {image_set_id} keeps changing; retry the delete.")
+
+    def _delete_later(self, row: ImageSetVersion, prev_key: str | None) -> None:
+        self.env.tasks.submit(
+            f"delete-{row.image_set_id}", lambda: self._finish_delete(row, prev_key, delay=True)
+        )
+
+    def _finish_delete(self, row: ImageSetVersion, prev_key: str | None, *, delay: bool) -> None:
+        if delay:
+            seconds = float(os.environ.get(DELAY_ENV) or 0)
+            if seconds > 0:
+                time.sleep(seconds)
+        now = self.env.clock()
+        final = replace(
+            row,
+            state="DELETED",
+            workflow_status="DELETED",
+            updated_at=now,
+            deleted_at=now,
+            metadata_key=prev_key,
+        )
+        commit = VersionCommit(
+            row.image_set_id, final, "DELETED", "DELETED", now, deleted_at=now, collect=True
+        )
+        self.env.index.commit_versions(row.datastore_id, [commit])
+
+    # ------------------------------------------------------------------ recovery
     def recover(self) -> None:
-        """At start: fail writes a previous process left half-done and unlock their image sets."""
+        """At start: fail writes a previous process left half-done and unlock their image sets.
+
+        Every LOCKED version ends ``*_FAILED`` with :data:`RESTART_MESSAGE` (a delete is finished instead);
+        every head still LOCKED (a copy source) returns to the status of its latest version. Then the
+        background blob collector starts.
+        """
+        index = self.env.index
+        for row in index.locked_versions():
+            head = index.get_image_set(row.datastore_id, row.image_set_id)
+            if head is None:
+                continue
+            prev = self.content_key(head)
+            if row.workflow_status == "DELETING":
+                self._finish_delete(row, prev, delay=False)
+                continue
+            failure = self._failure(
+                Pending(replace(row, workflow_status=_in_progress(row)), prev, fail_message=RESTART_MESSAGE)
+            )
+            index.commit_versions(row.datastore_id, [failure])
+            orphan = metadata_key(row.datastore_id, row.image_set_id, row.version)
+            if orphan != prev:
+                index.enqueue_gc([orphan], self.env.clock())
+        for head in index.locked_image_sets():
+            latest = index.get_version(head.datastore_id, head.id, head.latest_version)
+            status = latest.workflow_status if latest is not None else "CREATED"
+            index.commit_versions(
+                head.datastore_id, [VersionCommit(head.id, None, "ACTIVE", status, head.updated_at)]
+            )
+        self.collector.start()
+
+    def close(self) -> None:
+        self.collector.stop()
+
+
+def _in_progress(row: ImageSetVersion) -> str:
+    return row.workflow_status if row.workflow_status in FAILED else "UPDATING"

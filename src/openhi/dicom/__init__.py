@@ -1,0 +1,1 @@
+"""DICOM handling: metadata JSON values, level normalization, frame extraction, instance import, documents."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 from typing import Any
@@ -57,7 +58,9 @@ def build_document(
     }
 
 
-def document_from_instances(datastore_id: str, image_set_id: str, processed: list[ProcessedInstance]) -> dict[str, Any]:
+def document_from_instances(
+    datastore_id: str, image_set_id: str, processed: list[ProcessedInstance]
+) -> dict[str, Any]:
     """A new document holding ``processed`` (at least one instance; the last one is the newest)."""
     if not processed:
         raise ValueError("An image set needs at least one instance")
@@ -138,8 +141,12 @@ def _clean(value: Any) -> str | None:
 def search_tags(doc: dict[str, Any]) -> dict[str, Any]:
     """The SearchImageSets ``DICOMTags`` of an image set (absent/empty values omitted)."""
     series_map = doc["Study"]["Series"]
-    first_series = next(iter(series_map.values()), {"DICOM": {}})
-    levels = {"Patient": doc["Patient"]["DICOM"], "Study": doc["Study"]["DICOM"], "Series": first_series["DICOM"]}
+    first_series: dict[str, Any] = next(iter(series_map.values()), {"DICOM": {}})
+    levels = {
+        "Patient": doc["Patient"]["DICOM"],
+        "Study": doc["Study"]["DICOM"],
+        "Series": first_series["DICOM"],
+    }
     tags: dict[str, Any] = {}
     for name, level, keyword in _SEARCH_STRINGS:
         value = _clean(levels[level].get(keyword))
@@ -147,10 +154,8 @@ def search_tags(doc: dict[str, Any]) -> dict[str, Any]:
             tags[name] = value
     number = _clean(first_series["DICOM"].get("SeriesNumber"))
     if number is not None:
-        try:
+        with contextlib.suppress(ValueError):
             tags["DICOMSeriesNumber"] = int(number)
-        except ValueError:
-            pass
     tags["DICOMNumberOfStudyRelatedInstances"] = len(iter_instances(doc))
     tags["DICOMNumberOfStudyRelatedSeries"] = len(series_map)
     return tags
@@ -162,6 +167,6 @@ def conflict_keys(source: dict[str, Any] | ProcessedInstance) -> tuple[str | Non
     if isinstance(source, ProcessedInstance):
         merged = {**source.patient, **source.study, **source.series}
     else:
-        first_series = next(iter(source["Study"]["Series"].values()), {"DICOM": {}})
+        first_series: dict[str, Any] = next(iter(source["Study"]["Series"].values()), {"DICOM": {}})
         merged = {**source["Patient"]["DICOM"], **source["Study"]["DICOM"], **first_series["DICOM"]}
     return tuple(_clean(merged.get(keyword)) for keyword in CONFLICT_KEYWORDS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Any
@@ -116,10 +117,14 @@ def _check_constraints(flat: dict[str, Any]) -> None:
             raise _reject(f"DICOM attribute {keyword} exceeds the maximum value of {limit}")
 
 
-def _frame_entry(width: int, height: int, checksum: int, size: int, lo: int | None, hi: int | None) -> dict[str, Any]:
+def _frame_entry(
+    width: int, height: int, checksum: int, size: int, lo: int | None, hi: int | None
+) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "ID": new_id(),
-        "PixelDataChecksumFromBaseToFullResolution": [{"Width": width, "Height": height, "Checksum": checksum}],
+        "PixelDataChecksumFromBaseToFullResolution": [
+            {"Width": width, "Height": height, "Checksum": checksum}
+        ],
     }
     if lo is not None and hi is not None:
         entry["MinPixelValue"], entry["MaxPixelValue"] = lo, hi
@@ -127,17 +132,34 @@ def _frame_entry(width: int, height: int, checksum: int, size: int, lo: int | No
     return entry
 
 
-def _as_is(ds: Dataset, ts: str, info: PixelInfo) -> tuple[list[bytes], list[dict[str, Any]]]:
-    """Frames kept in their original encoding: CRC32 over the stored bytes, range from a decode."""
+def _as_is(
+    ds: Dataset, ts: str, info: PixelInfo, decompressed: bool
+) -> tuple[list[bytes], list[dict[str, Any]]]:
+    """Frames kept in their original encoding; range (and, if ``decompressed``, CRC32) from a decode.
+
+    Without ``decompressed`` the CRC32 covers the stored bytes (``ChecksumType`` COMPRESSED); with
+    it (a lossless input already in the datastore's format) it covers the decoded pixels.
+    """
     raw = native_frames(ds, info) if ts in tsx.NATIVE else encapsulated_frames(ds, info)
-    ranges: list[tuple[int | None, int | None]] = [(None, None)] * len(raw)
+    stats: Sequence[tuple[int | None, int | None, int | None]] = [(None, None, None)] * len(raw)
     try:
-        ranges = [(int(a.min()), int(a.max())) for a in decoded_frames(ds, ts)][: len(raw)]
+        stats = [
+            (
+                int(a.min()),
+                int(a.max()),
+                zlib.crc32(np.ascontiguousarray(a).data) if decompressed else None,
+            )
+            for a in decoded_frames(ds, ts)
+        ][: len(raw)]
     except PixelDataError:
-        pass  # video, JPEG XL or an undecodable frame: no pixel range
+        if decompressed:
+            raise
+        # video, JPEG XL or an undecodable frame: no pixel range
     entries = [
-        _frame_entry(info.columns, info.rows, zlib.crc32(data), info.frame_size, lo, hi)
-        for data, (lo, hi) in zip(raw, ranges, strict=False)
+        _frame_entry(
+            info.columns, info.rows, zlib.crc32(data) if crc is None else crc, info.frame_size, lo, hi
+        )
+        for data, (lo, hi, crc) in zip(raw, stats, strict=False)
     ]
     return raw, entries
 
@@ -155,11 +177,17 @@ def _transcode(ds: Dataset, ts: str, stored_ts: str) -> tuple[list[bytes], list[
             decoded = decode_j2k(stored)
         except Exception as exc:  # codec errors: imagecodecs raises its own RuntimeError subclasses
             raise _EncodeFailed(str(exc)) from exc
-        if decoded.shape != pixels.shape or decoded.dtype != pixels.dtype or not np.array_equal(decoded, pixels):
+        if (
+            decoded.shape != pixels.shape
+            or decoded.dtype != pixels.dtype
+            or not np.array_equal(decoded, pixels)
+        ):
             raise _reject(f"Pixel data verification failed for frame {index + 1}")
         rows, cols = pixels.shape[:2]
-        checksum = zlib.crc32(np.ascontiguousarray(decoded).view(np.uint8))
-        entries.append(_frame_entry(cols, rows, checksum, decoded.nbytes, int(pixels.min()), int(pixels.max())))
+        checksum = zlib.crc32(np.ascontiguousarray(decoded).data)
+        entries.append(
+            _frame_entry(cols, rows, checksum, decoded.nbytes, int(pixels.min()), int(pixels.max()))
+        )
         out.append(stored)
     return out, entries
 
@@ -221,8 +249,9 @@ def process_instance(data: bytes, storage_format: str = "HTJ2K") -> ProcessedIns
         try:
             info = pixel_info(ds)
             if stored_ts == ts:
-                frames, entries = _as_is(ds, ts, info)
-                checksum_type = COMPRESSED
+                lossless_format = ts in (tsx.HTJ2K_RPCL, tsx.J2K_LOSSLESS)
+                frames, entries = _as_is(ds, ts, info, lossless_format)
+                checksum_type = DECOMPRESSED if lossless_format else COMPRESSED
             else:
                 raw_split = None if ts in tsx.NATIVE else encapsulated_frames(ds, info)
                 try:
@@ -230,7 +259,7 @@ def process_instance(data: bytes, storage_format: str = "HTJ2K") -> ProcessedIns
                 except PixelDataError as exc:
                     if raw_split is None:
                         raise
-                    frames, entries, stored_ts, checksum_type = (*_as_is(ds, ts, info), ts, COMPRESSED)
+                    frames, entries, stored_ts, checksum_type = (*_as_is(ds, ts, info, False), ts, COMPRESSED)
                     warnings.append(_warning(TRANSCODING_EXCEPTION, f"Stored in original encoding: {exc}"))
                 except _EncodeFailed as exc:
                     frames, entries = _native_blobs(ds, ts)

@@ -11,7 +11,13 @@ from typing import Any
 import numpy as np
 from pydicom import config
 from pydicom.charset import convert_encodings, decode_bytes
-from pydicom.datadict import dictionary_has_tag, dictionary_VM, dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.datadict import (
+    dictionary_has_tag,
+    dictionary_VM,
+    dictionary_VR,
+    keyword_for_tag,
+    tag_for_keyword,
+)
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -175,8 +181,8 @@ def _iter_json(
     charset = ds.get_item(0x00080005)
     if charset is not None:
         encodings = convert_encodings(ds.SpecificCharacterSet) if ds.SpecificCharacterSet else encodings
-    for tag in list(ds.keys()):
-        tag = int(tag)
+    for base_tag in list(ds.keys()):
+        tag = int(base_tag)
         if tag & 0xFFFF == 0 and tag != 0x00020000:
             continue  # retired group lengths (other than the file meta group's) are not carried
         item = ds.get_item(tag)
@@ -253,7 +259,9 @@ def _as_list(key: str, vr: str, value: Any) -> list[Any]:
     return values
 
 
-def json_to_element(key: str, value: Any, vr_hint: str | None = None, *, vrs: VRMap | None = None) -> DataElement:
+def json_to_element(
+    key: str, value: Any, vr_hint: str | None = None, *, vrs: VRMap | None = None
+) -> DataElement:
     """Build a pydicom ``DataElement`` from a metadata key and JSON value (inverse of ``element_to_json``).
 
     ``vr_hint`` gives the VR (required for private/unknown tags; resolves ``US or SS``-style entries);
@@ -261,9 +269,13 @@ def json_to_element(key: str, value: Any, vr_hint: str | None = None, *, vrs: VR
     does not fit the VR.
     """
     tag, vr = _resolve(key, vr_hint)
-    if vr_hint is None and dictionary_has_tag(tag) and "or SS" in dictionary_VR(tag):
-        if any(isinstance(v, int) and v < 0 for v in (value if isinstance(value, list) else [value])):
-            vr = "SS"
+    if (
+        vr_hint is None
+        and dictionary_has_tag(tag)
+        and "or SS" in dictionary_VR(tag)
+        and any(isinstance(v, int) and v < 0 for v in (value if isinstance(value, list) else [value]))
+    ):
+        vr = "SS"
     if value is None:
         empty: Any = Sequence() if vr == "SQ" else (b"" if vr in BINARY_VRS else None)
         return DataElement(tag, vr, empty)

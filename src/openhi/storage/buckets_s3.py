@@ -82,6 +82,17 @@ class S3ObjectStore:
         self._stores: dict[str, S3Store] = {}
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, object]:
+        """Picklable for the pixel process pool: connections are re-made on the other side."""
+        state = dict(self.__dict__)
+        state["_stores"] = {}
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def __repr__(self) -> str:
         return f"S3ObjectStore({self.endpoint_url!r}, region={self.region!r})"
 
