@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DATA ?= ./openhi-data
 
-.PHONY: serve test install install-test lint typecheck unit bench clean
+.PHONY: serve test install install-test lint typecheck bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -37,6 +37,14 @@ test: install-test
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 1; fi; exit $$rc
+
+# The peer benchmark (docs/benchmarks.md): Orthanc, nginx and wrk come from Debian's packages.
+BENCH_DEBS := orthanc orthanc-dicomweb nginx wrk gcc
+bench: $(BIN)/python
+	@missing=$$(for p in $(BENCH_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python bench/peers.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
