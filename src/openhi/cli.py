@@ -15,6 +15,7 @@ from openhi.core.settings import settings_from_env
 def _serve(args: argparse.Namespace) -> int:
     from openhi.server import StartupError, load_credentials, serve
     from openhi.services import ServerConfig
+    from openhi.storage.registry import ConfigurationError
 
     settings = settings_from_env(region=args.region, account_id=args.account_id)
     try:
@@ -27,7 +28,7 @@ def _serve(args: argparse.Namespace) -> int:
             settings=settings,
         )
         serve(config, args.host, args.port, log_level=args.log_level)
-    except StartupError as exc:
+    except (StartupError, ConfigurationError) as exc:
         print(f"openhi: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -47,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--s3-endpoint-url",
         default=os.environ.get("OPENHI_S3_ENDPOINT_URL"),
-        help="read import inputs / write outputs through this S3 endpoint instead of <data-dir>/buckets",
+        help="S3 endpoint for import inputs/outputs (instead of <data-dir>/buckets) and for s3:// --blobs",
     )
     serve.add_argument(
         "--credentials", default=None, help="JSON {access_key_id: secret} or AWS credentials file"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import secrets
 from concurrent.futures import ProcessPoolExecutor
@@ -70,7 +71,12 @@ def build_services(config: ServerConfig) -> Services:
         blobs=open_blobs(config.resolved_blobs_url()),
         objects=open_objects(config.data_dir, config.s3_endpoint_url),
         tasks=ThreadTaskRunner(),
-        pixel_pool=ProcessPoolExecutor(max_workers=workers) if workers > 0 else None,
+        # forkserver: children never inherit the parent's threads or obstore's runtime (not fork-safe)
+        pixel_pool=(
+            ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"))
+            if workers > 0
+            else None
+        ),
     )
     if env.pixel_pool is not None:
         for _ in range(workers):
