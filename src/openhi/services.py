@@ -68,7 +68,7 @@ def build_services(config: ServerConfig) -> Services:
     env = Env(
         settings=config.settings,
         index=index,
-        blobs=open_blobs(config.resolved_blobs_url()),
+        blobs=open_blobs(config.resolved_blobs_url(), config.s3_endpoint_url),
         objects=open_objects(config.data_dir, config.s3_endpoint_url),
         tasks=ThreadTaskRunner(),
         # forkserver: children never inherit the parent's threads or obstore's runtime (not fork-safe)

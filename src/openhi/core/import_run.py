@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from openhi.core.env import Env
@@ -22,8 +23,8 @@ from openhi.dicom.document import (
     search_tags,
 )
 from openhi.dicom.instance import InstanceRejected, ProcessedInstance, process_instance
-from openhi.ports.index import VersionCommit
 from openhi.ports.blobs import BlobStore
+from openhi.ports.index import VersionCommit
 from openhi.ports.objects import BucketNotFound, ObjectInfo, ObjectStore, parse_s3_uri
 
 log = logging.getLogger("openhi.import")
@@ -61,7 +62,7 @@ def doc_conflict_keys(doc: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def import_one(
-    objects: ObjectStore, bucket: str, key: str, blobs: BlobStore, datastore_id: str, storage_format: str
+    objects: ObjectStore, bucket: str, blobs: BlobStore, datastore_id: str, storage_format: str, key: str
 ) -> ProcessedInstance:
     """Read, verify and transcode one file, then store its frames; runs in a pixel-pool process.
 
@@ -141,8 +142,9 @@ class ImportRun:
     ) -> Iterator[tuple[ObjectInfo, ProcessedInstance | BaseException]]:
         pool = self.env.pixel_pool
         max_file = self.env.settings.max_file_bytes
-        args = (self.env.objects, bucket)
-        tail = (self.env.blobs, self.job.datastore_id, storage_format)
+        work = partial(
+            import_one, self.env.objects, bucket, self.env.blobs, self.job.datastore_id, storage_format
+        )
         too_big = "File of {} bytes exceeds the per-file maximum of {} bytes."
         if pool is None:
             for info in objects:
@@ -150,7 +152,7 @@ class ImportRun:
                 try:
                     if info.size > max_file:
                         raise InstanceRejected("ValidationException", too_big.format(info.size, max_file))
-                    result = import_one(*args, info.key, *tail)
+                    result = work(info.key)
                 except Exception as exc:
                     result = exc
                 yield info, result
@@ -168,7 +170,7 @@ class ImportRun:
                 if nxt.size > max_file:
                     yield nxt, InstanceRejected("ValidationException", too_big.format(nxt.size, max_file))
                     continue
-                in_flight[pool.submit(import_one, *args, nxt.key, *tail)] = nxt
+                in_flight[pool.submit(work, nxt.key)] = nxt
             if not in_flight:
                 continue
             done, _ = wait(in_flight, return_when=FIRST_COMPLETED)

@@ -15,7 +15,8 @@ class ConfigurationError(Exception):
 
 
 def open_index(url: str) -> MetadataIndex:
-    """``sqlite:///path`` or ``sqlite:///:memory:`` (``memory://`` is an alias for the latter)."""
+    """``sqlite:///path`` or ``sqlite:///:memory:`` (``memory://`` is an alias for the latter), or
+    ``postgresql://user:password@host:port/db?schema=NAME&pool_max=N`` (``postgres://`` too)."""
     if url == "memory://":
         url = "sqlite:///:memory:"
     if url.startswith("sqlite:///"):
@@ -23,11 +24,26 @@ def open_index(url: str) -> MetadataIndex:
 
         return SqliteIndex(url[len("sqlite:///") :])
     scheme = urlsplit(url).scheme
-    raise ConfigurationError(f"Unsupported --index URL scheme {scheme!r} in {url!r}; use sqlite:///PATH.")
+    if scheme in ("postgresql", "postgres"):
+        try:
+            from openhi.storage.postgres.index import PostgresIndex
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"The PostgreSQL index needs psycopg 3 and psycopg-pool ({exc}); install them"
+                " (pip install 'psycopg[binary]' psycopg-pool)."
+            ) from None
+        return PostgresIndex(url)
+    raise ConfigurationError(
+        f"Unsupported --index URL scheme {scheme!r}; use sqlite:///PATH or postgresql://HOST/DB."
+    )
 
 
-def open_blobs(url: str) -> BlobStore:
-    """``file:///abs/path``, ``file://relative`` or ``memory://``."""
+def open_blobs(url: str, s3_endpoint_url: str | None = None) -> BlobStore:
+    """``file:///abs/path``, ``file://relative``, ``memory://`` or ``s3://BUCKET/PREFIX``.
+
+    An s3:// store goes through ``s3_endpoint_url`` (AWS S3 when None) and is checked here: the bucket
+    exists, the credentials work and the endpoint answers; otherwise ConfigurationError.
+    """
     if url == "memory://":
         from openhi.storage.blobs_memory import MemoryBlobStore
 
@@ -36,8 +52,18 @@ def open_blobs(url: str) -> BlobStore:
         from openhi.storage.blobs_fs import FsBlobStore
 
         return FsBlobStore(Path(url[len("file://") :]))
+    if url.startswith("s3://"):
+        try:
+            from openhi.storage.blobs_s3 import S3BlobStore
+        except ImportError as exc:
+            raise ConfigurationError(f"s3:// blobs need obstore ({exc}); pip install 'openhi[s3]'.") from None
+        store = S3BlobStore(url, endpoint_url=s3_endpoint_url)
+        store.check()
+        return store
     scheme = urlsplit(url).scheme
-    raise ConfigurationError(f"Unsupported --blobs URL scheme {scheme!r} in {url!r}; use file://PATH.")
+    raise ConfigurationError(
+        f"Unsupported --blobs URL scheme {scheme!r} in {url!r}; use file://PATH or s3://BUCKET/PREFIX."
+    )
 
 
 def open_objects(data_dir: Path, s3_endpoint_url: str | None) -> ObjectStore:

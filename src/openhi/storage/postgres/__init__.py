@@ -1,0 +1,1 @@
+"""PostgreSQL metadata index: the scale-out adapter of the MetadataIndex port."""

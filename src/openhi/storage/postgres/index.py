@@ -1,0 +1,87 @@
+"""The PostgreSQL MetadataIndex adapter (scale-out deployments): search and blob collection on a shared pool."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from openhi.core.records import ImageSet
+from openhi.ports.index import SearchQuery
+from openhi.storage.postgres.connection import Database
+from openhi.storage.postgres.control import ControlTables
+from openhi.storage.postgres.imagesets import ImageSetTables
+from openhi.storage.sqlite.rows import image_set_from
+from openhi.storage.sqlite.search import build_search_sql
+
+
+class PostgresIndex(ControlTables, ImageSetTables):
+    """``postgresql://user:password@host:5432/db?schema=NAME&pool_max=N`` (``postgres://`` too).
+
+    ``schema`` (the argument wins over the URL) keeps every table in that schema, created if absent.
+    """
+
+    def __init__(self, url: str, *, schema: str | None = None) -> None:
+        self.db = Database(url, schema)
+
+    def search_image_sets(
+        self, datastore_id: str, query: SearchQuery, after: tuple[Any, str] | None, limit: int
+    ) -> list[ImageSet]:
+        """Keyset pages; sorting by study date reads the dated sets, then the undated ones (see build_search_sql)."""
+        rows: list[ImageSet] = []
+        with self.db.tx() as cur:
+            if query.sort_field == "study_datetime":  # two statements: read them from one snapshot
+                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            if after is None or after[0] is not None:
+                sql, args = build_search_sql(datastore_id, query, after, limit, mark="%s")
+                rows = [image_set_from(r) for r in cur.execute(sql, args).fetchall()]
+            if query.sort_field == "study_datetime" and len(rows) < limit:
+                null_after = after if after is not None and after[0] is None else None
+                sql, args = build_search_sql(
+                    datastore_id, query, null_after, limit - len(rows), mark="%s", nulls=True
+                )
+                rows += [image_set_from(r) for r in cur.execute(sql, args).fetchall()]
+        return rows
+
+    # -- blob collection
+    def enqueue_gc(self, blob_keys: Sequence[str], now: float) -> None:
+        if not blob_keys:
+            return
+        with self.db.tx() as cur:
+            cur.execute(
+                "INSERT INTO blob_gc (blob_key, enqueued_at) SELECT k, %s::double precision FROM unnest(%s::text[]) AS k"
+                " ON CONFLICT (blob_key) DO NOTHING",
+                (now, list(blob_keys)),
+            )
+
+    def claim_gc(self, limit: int) -> list[str]:
+        with self.db.tx() as cur:
+            rows = cur.execute(
+                "SELECT blob_key FROM blob_gc ORDER BY enqueued_at, blob_key LIMIT %s", (limit,)
+            ).fetchall()
+        return [str(r["blob_key"]) for r in rows]
+
+    def blob_referenced(self, blob_key: str) -> bool:
+        with self.db.tx() as cur:
+            row = cur.execute(
+                "SELECT EXISTS (SELECT 1 FROM image_set_frames WHERE blob_key = %s)"
+                " OR EXISTS (SELECT 1 FROM image_set_versions v JOIN image_sets s ON s.id = v.image_set_id"
+                " WHERE v.metadata_key = %s AND s.state <> 'DELETED') AS referenced",
+                (blob_key, blob_key),
+            ).fetchone()
+        return row is not None and bool(row["referenced"])
+
+    def forget_gc(self, blob_keys: Sequence[str]) -> None:
+        if not blob_keys:
+            return
+        with self.db.tx() as cur:
+            cur.execute("DELETE FROM blob_gc WHERE blob_key = ANY(%s)", (list(blob_keys),))
+
+    def remove_frame_refs(self, image_set_id: str) -> list[str]:
+        with self.db.tx() as cur:
+            rows = cur.execute(
+                "DELETE FROM image_set_frames WHERE image_set_id = %s RETURNING blob_key", (image_set_id,)
+            ).fetchall()
+        return sorted({str(r["blob_key"]) for r in rows})
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,151 @@
+"""PostgreSQL schema migrations for the metadata index, applied in order at start-up."""
+
+from __future__ import annotations
+
+# Key of the transaction-scoped advisory lock that serialises migrations across processes.
+MIGRATION_LOCK_KEY = 0x6F70656E6869  # "openhi"
+
+# Each entry is applied once, in order, in one transaction; applied versions are rows of
+# schema_migrations. Never edit an applied migration: append a new one.
+#
+# Types mirror the SQLite schema so that rows map to the same Python values: epoch seconds are
+# DOUBLE PRECISION (float), flags SMALLINT 0/1 (read back through bool()), counts INTEGER. Text
+# columns use the "C" collation so that ids and search keys sort byte-wise, exactly like SQLite.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE meta (key TEXT COLLATE "C" PRIMARY KEY, value TEXT NOT NULL);
+
+    CREATE TABLE datastores (
+        id TEXT COLLATE "C" PRIMARY KEY,
+        name TEXT,
+        status TEXT COLLATE "C" NOT NULL,
+        lossless_storage_format TEXT NOT NULL,
+        kms_key_arn TEXT,
+        lambda_authorizer_arn TEXT,
+        created_at DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL,
+        client_token TEXT COLLATE "C",
+        request_hash TEXT
+    );
+    CREATE UNIQUE INDEX datastores_token ON datastores (client_token) WHERE client_token IS NOT NULL;
+    CREATE INDEX datastores_page ON datastores (created_at, id);
+    CREATE INDEX datastores_status_page ON datastores (status, created_at, id);
+
+    CREATE TABLE tags (
+        resource_arn TEXT COLLATE "C" NOT NULL,
+        key TEXT COLLATE "C" NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (resource_arn, key)
+    );
+
+    CREATE TABLE import_jobs (
+        id TEXT COLLATE "C" PRIMARY KEY,
+        datastore_id TEXT COLLATE "C" NOT NULL,
+        name TEXT NOT NULL,
+        status TEXT COLLATE "C" NOT NULL,
+        data_access_role_arn TEXT NOT NULL,
+        input_s3_uri TEXT NOT NULL,
+        output_s3_uri TEXT NOT NULL,
+        input_owner_account_id TEXT,
+        import_configuration TEXT,
+        message TEXT,
+        submitted_at DOUBLE PRECISION NOT NULL,
+        ended_at DOUBLE PRECISION,
+        client_token TEXT COLLATE "C",
+        request_hash TEXT
+    );
+    CREATE UNIQUE INDEX import_jobs_token ON import_jobs (datastore_id, client_token)
+        WHERE client_token IS NOT NULL;
+    CREATE INDEX import_jobs_page ON import_jobs (datastore_id, submitted_at, id);
+    CREATE INDEX import_jobs_status_page ON import_jobs (datastore_id, status, submitted_at, id);
+    CREATE INDEX import_jobs_status ON import_jobs (status, submitted_at);
+
+    CREATE TABLE image_sets (
+        id TEXT COLLATE "C" PRIMARY KEY,
+        datastore_id TEXT COLLATE "C" NOT NULL,
+        latest_version INTEGER NOT NULL,
+        content_version INTEGER NOT NULL,
+        state TEXT COLLATE "C" NOT NULL,
+        workflow_status TEXT NOT NULL,
+        is_primary SMALLINT NOT NULL CHECK (is_primary IN (0, 1)),
+        created_at DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL,
+        deleted_at DOUBLE PRECISION,
+        last_accessed_at DOUBLE PRECISION,
+        storage_tier TEXT COLLATE "C" NOT NULL DEFAULT 'FREQUENT_ACCESS',
+        patient_id TEXT COLLATE "C",
+        patient_name TEXT,
+        patient_birth_date TEXT,
+        patient_sex TEXT,
+        study_uid TEXT COLLATE "C",
+        study_id TEXT COLLATE "C",
+        study_description TEXT,
+        accession_number TEXT COLLATE "C",
+        series_uid TEXT COLLATE "C",
+        modality TEXT,
+        body_part TEXT,
+        series_number INTEGER,
+        study_date TEXT,
+        study_time TEXT,
+        study_datetime TEXT COLLATE "C",
+        num_series INTEGER,
+        num_instances INTEGER
+    );
+    -- search: every filter and every sort is served by an index (live sets only)
+    CREATE INDEX image_sets_updated ON image_sets (datastore_id, updated_at, id) WHERE state <> 'DELETED';
+    CREATE INDEX image_sets_created ON image_sets (datastore_id, created_at, id) WHERE state <> 'DELETED';
+    CREATE INDEX image_sets_studydt ON image_sets (datastore_id, study_datetime, id) WHERE state <> 'DELETED';
+    CREATE INDEX image_sets_no_studydt ON image_sets (datastore_id, id)
+        WHERE study_datetime IS NULL AND state <> 'DELETED';
+    CREATE INDEX image_sets_patient ON image_sets (datastore_id, patient_id, updated_at, id)
+        WHERE state <> 'DELETED';
+    CREATE INDEX image_sets_accession ON image_sets (datastore_id, accession_number, updated_at, id)
+        WHERE state <> 'DELETED';
+    CREATE INDEX image_sets_study_id ON image_sets (datastore_id, study_id, updated_at, id)
+        WHERE state <> 'DELETED';
+    CREATE INDEX image_sets_study_uid ON image_sets (datastore_id, study_uid, updated_at, id)
+        WHERE state <> 'DELETED';
+    CREATE INDEX image_sets_series_uid ON image_sets (datastore_id, series_uid, updated_at, id)
+        WHERE state <> 'DELETED';
+    CREATE INDEX image_sets_primary ON image_sets (datastore_id, is_primary, updated_at, id)
+        WHERE state <> 'DELETED';
+    CREATE INDEX image_sets_primary_series ON image_sets (datastore_id, study_uid, series_uid)
+        WHERE is_primary = 1 AND state <> 'DELETED';
+    CREATE INDEX image_sets_locked ON image_sets (state) WHERE state = 'LOCKED';
+    CREATE INDEX image_sets_idle ON image_sets ((coalesce(last_accessed_at, created_at)))
+        WHERE storage_tier = 'FREQUENT_ACCESS' AND state <> 'DELETED';
+
+    CREATE TABLE image_set_versions (
+        image_set_id TEXT COLLATE "C" NOT NULL,
+        version INTEGER NOT NULL,
+        datastore_id TEXT COLLATE "C" NOT NULL,
+        state TEXT COLLATE "C" NOT NULL,
+        workflow_status TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL,
+        deleted_at DOUBLE PRECISION,
+        message TEXT,
+        forced SMALLINT NOT NULL DEFAULT 0 CHECK (forced IN (0, 1)),
+        is_primary SMALLINT NOT NULL CHECK (is_primary IN (0, 1)),
+        metadata_key TEXT COLLATE "C",
+        PRIMARY KEY (image_set_id, version)
+    );
+    CREATE INDEX image_set_versions_locked ON image_set_versions (state) WHERE state = 'LOCKED';
+    CREATE INDEX image_set_versions_metadata ON image_set_versions (metadata_key);
+
+    CREATE TABLE image_set_frames (
+        image_set_id TEXT COLLATE "C" NOT NULL,
+        frame_id TEXT COLLATE "C" NOT NULL,
+        blob_key TEXT COLLATE "C" NOT NULL,
+        stored_ts TEXT NOT NULL,
+        PRIMARY KEY (image_set_id, frame_id)
+    );
+    CREATE INDEX image_set_frames_blob ON image_set_frames (blob_key);
+
+    CREATE TABLE blob_gc (
+        blob_key TEXT COLLATE "C" PRIMARY KEY,
+        enqueued_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX blob_gc_enqueued ON blob_gc (enqueued_at);
+    """,
+]
