@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
+import itertools
+import os
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
@@ -52,7 +53,7 @@ class OpenHIApp:
             return
         if scope["type"] != "http":
             return
-        request_id = str(uuid.uuid4())
+        request_id = _next_request_id()
         try:
             response = await self._handle(scope, receive)
         except OpenHIError as exc:
@@ -80,6 +81,8 @@ class OpenHIApp:
         header_map = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers}
         params = parse_request(op, uri_params, scope.get("query_string", b""), header_map, body)
         validate_params(op.input_shape, params)
+        if op.name == "GetImageFrame":  # no model member carries Accept; core.reads negotiates on it
+            params["__accept__"] = header_map.get("accept")
         handler = self.handlers.get(op.name)
         if handler is None:
             return serialize_not_implemented(op.name)
@@ -119,6 +122,16 @@ class OpenHIApp:
                 await anyio.to_thread.run_sync(self.services.close)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+_REQUEST_PREFIX = os.urandom(6).hex()
+_request_counter = itertools.count(1)
+
+
+def _next_request_id() -> str:
+    """Unique per request and per process, cheap: a random process prefix plus a counter."""
+    n = next(_request_counter)
+    return f"{_REQUEST_PREFIX[:8]}-{_REQUEST_PREFIX[8:]}-{n >> 48 & 0xFFFF:04x}-{n >> 32 & 0xFFFF:04x}-{n & 0xFFFFFFFF:012x}"
 
 
 def _iterate(body: Iterable[bytes]) -> Iterable[bytes]:

@@ -49,6 +49,7 @@ class Services:
     writes: ImageSetWriter
 
     def close(self) -> None:
+        self.reads.close()  # writes the last buffered touches while the index is still open
         self.env.tasks.shutdown()
         if self.env.pixel_pool is not None:
             self.env.pixel_pool.shutdown(wait=False, cancel_futures=True)

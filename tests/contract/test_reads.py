@@ -1,4 +1,4 @@
-"""Contract tests: GetImageSet, GetImageSetMetadata, GetImageFrame, storage tiers; core read rules."""
+"""Contract tests: GetImageSet, GetImageSetMetadata, GetImageFrame (Accept), storage tiers and touches."""
 
 from __future__ import annotations
 
@@ -43,17 +43,11 @@ def _instances(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
-def _decode_jp2(blob: bytes) -> np.ndarray:
-    """OpenJPEG forced to JP2-box mode, as AWS's own Python example decodes GetImageFrame output."""
+def _decode_jp2(blob: bytes, mode: int = 2) -> np.ndarray:
+    """OpenJPEG in JP2-box mode (2), as AWS's own Python example decodes GetImageFrame output; 0: codestream."""
     from openjpeg.utils import decode
 
-    return np.asarray(decode(io.BytesIO(blob), 2))
-
-
-def _decode_codestream(blob: bytes) -> np.ndarray:
-    from openjpeg.utils import decode
-
-    return np.asarray(decode(io.BytesIO(blob), 0))
+    return np.asarray(decode(io.BytesIO(blob), mode))
 
 
 class Imported:
@@ -109,13 +103,10 @@ def signed_frame_request(
     """A raw GetImageFrame request, SigV4-signed, with an explicit Accept header."""
     url = f"{server.endpoint}/datastore/{ds}/imageSet/{set_id}/getImageFrame"
     body = json.dumps({"imageFrameId": frame_id}).encode()
-    headers = {"Content-Type": "application/json"}
-    if accept is not None:
-        headers["Accept"] = accept
+    headers = {"Content-Type": "application/json", **({"Accept": accept} if accept is not None else {})}
     request = AWSRequest(method="POST", url=url, data=body, headers=headers)
-    SigV4Auth(Credentials("openhi-test", "openhi-test-secret"), "medical-imaging", "us-east-1").add_auth(
-        request
-    )
+    signer = SigV4Auth(Credentials("openhi-test", "openhi-test-secret"), "medical-imaging", "us-east-1")
+    signer.add_auth(request)
     return httpx.post(url, content=body, headers=dict(request.headers.items()), timeout=30)
 
 
@@ -172,26 +163,6 @@ def test_get_image_set_errors(ct: Imported) -> None:
     assert _code(exc) == "ValidationException"
 
 
-def test_list_versions_of_a_new_set(ct: Imported) -> None:
-    page = ct.client.list_image_set_versions(datastoreId=ct.ds, imageSetId=ct.set_id)
-    assert "nextToken" not in page
-    (only,) = page["imageSetPropertiesList"]
-    assert only["imageSetId"] == ct.set_id and only["versionId"] == "1"
-    assert (only["imageSetState"], only["ImageSetWorkflowStatus"], only["isPrimary"]) == (
-        "ACTIVE",
-        "CREATED",
-        True,
-    )
-    assert "overrides" not in only and "message" not in only
-    for kwargs in (
-        {"datastoreId": MISSING, "imageSetId": ct.set_id},
-        {"datastoreId": ct.ds, "imageSetId": MISSING},
-    ):
-        with pytest.raises(ClientError) as exc:
-            ct.client.list_image_set_versions(**kwargs)
-        assert _code(exc) == "ResourceNotFoundException" and MISSING in _message(exc)
-
-
 # -- GetImageSetMetadata
 
 
@@ -203,10 +174,12 @@ def test_metadata_is_the_stored_gzip_document(ct: Imported) -> None:
     raw = resp["imageSetMetadataBlob"].read()
     assert raw[:2] == b"\x1f\x8b"
     versioned = ct.metadata_response(versionId="1")["imageSetMetadataBlob"].read()
-    assert raw == versioned  # the same stored bytes, served as is
+    assert raw == versioned
+    stored = list((ct.server.data_dir / "blobs" / "metadata" / ct.ds / ct.set_id).rglob("1.json.gz"))
+    assert [p.read_bytes() for p in stored] == [raw]  # the stored bytes, served as is
     doc = json.loads(gzip.decompress(raw))
     assert doc["DatastoreID"] == ct.ds and doc["ImageSetID"] == ct.set_id
-    assert doc["Patient"]["DICOM"]["PatientID"] == "READS"
+    assert doc["Patient"]["DICOM"]["PatientID"].rstrip() == "READS"
     assert set(_instances(doc)) <= set(ct.sources) and len(_instances(doc)) == 3
 
 
@@ -278,7 +251,7 @@ def test_accept_jphc_answers_the_bare_codestream(ct: Imported, accept_forwarded:
     assert resp.content[:2] == b"\xff\x4f"
     jph = ct.frame(frame_id)["imageFrameBlob"].read()
     assert jph.endswith(resp.content)
-    assert np.array_equal(_decode_codestream(resp.content), _decode_jp2(jph))
+    assert np.array_equal(_decode_jp2(resp.content, 0), _decode_jp2(jph))
 
 
 def test_unacceptable_accept_is_406(ct: Imported, accept_forwarded: None) -> None:
@@ -297,7 +270,7 @@ def test_jpeg_2000_datastore_serves_j2c(openhi_server: RunningServer) -> None:
         assert resp["contentType"] == "image/j2c"
         blob = resp["imageFrameBlob"].read()
         assert blob[:2] == b"\xff\x4f"
-        decoded = _decode_codestream(blob)
+        decoded = _decode_jp2(blob, 0)
         assert np.array_equal(decoded, pydicom.dcmread(io.BytesIO(j2k.sources[sop])).pixel_array)
         assert (
             zlib.crc32(decoded.tobytes())
@@ -360,3 +333,65 @@ def test_touches_move_last_accessed_and_the_tier(tmp_path: Path) -> None:
         assert props()["lastAccessedAt"] == after_frames["lastAccessedAt"]
     finally:
         server.kill()
+
+
+@pytest.mark.parametrize(
+    ("accept", "offered", "chosen"),
+    [
+        (None, ["image/jph", "image/jphc"], "image/jph"),
+        ("", ["image/jph", "image/jphc"], "image/jph"),
+        ("*/*", ["image/jph", "image/jphc"], "image/jph"),
+        ("image/*", ["image/j2c"], "image/j2c"),
+        ("image/jphc", ["image/jph", "image/jphc"], "image/jphc"),
+        ("IMAGE/JPHC; q=0.9, image/jph;q=0.1", ["image/jph", "image/jphc"], "image/jphc"),
+        ("image/png, */*;q=0.1", ["image/j2c"], "image/j2c"),
+        ("application/octet-stream", ["application/octet-stream"], "application/octet-stream"),
+    ],
+)
+def test_negotiate(accept: str | None, offered: list[str], chosen: str) -> None:
+    from openhi.core.reads import negotiate
+
+    assert negotiate(accept, offered) == chosen
+
+
+@pytest.mark.parametrize("accept", ["image/png", "image/jphc;q=0", "video/*", "application/json"])
+def test_negotiate_refuses(accept: str) -> None:
+    from openhi.core.errors import NotAcceptableError
+    from openhi.core.reads import negotiate
+
+    with pytest.raises(NotAcceptableError) as exc:
+        negotiate(accept, ["image/jph", "image/jphc"])
+    assert "image/jph, image/jphc" in exc.value.message
+
+
+def test_touch_buffer_coalesces_writes() -> None:
+    from openhi.core.touches import TouchBuffer
+
+    calls: list[tuple[str, list[str], float]] = []
+
+    class Index:
+        def touch_image_sets(self, ds: str, ids: list[str], now: float) -> None:
+            calls.append((ds, sorted(ids), now))
+
+        def archive_idle(self, cutoff: float) -> int:
+            calls.append(("archive", [], cutoff))
+            return 0
+
+    class Settings:
+        archive_after_seconds = 100.0
+
+    class Env:
+        settings = Settings()
+        index = Index()
+        clock = staticmethod(iter(float(i) for i in range(1, 10_000)).__next__)
+
+    buffer = TouchBuffer(Env(), 3600, start=False)  # type: ignore[arg-type]
+    for _ in range(500):
+        buffer.touch("ds", "s1")
+    buffer.touch("ds", "s2")
+    assert buffer.pending("ds", "s1") == 500.0 and calls == []
+    assert buffer.flush() == 2
+    assert calls == [("ds", ["s1"], 500.0), ("ds", ["s2"], 501.0)]
+    assert buffer.flush() == 0 and buffer.pending("ds", "s1") is None
+    buffer.sweep_tiers()
+    assert calls[-1] == ("archive", [], 502.0 - 100.0)

@@ -253,10 +253,22 @@ def _plans() -> list[tuple[str, SearchQuery, Any, bool]]:
 def test_every_search_query_is_served_by_an_index(index: SqliteIndex) -> None:
     bad = []
     for name, query, after, nulls in _plans():
-        sql, args = build_search_sql(DS, query, after, 51, nulls=nulls)
-        plan = " | ".join(str(r[3]) for r in index.db.conn.execute(f"EXPLAIN QUERY PLAN {sql}", args))
-        if "SCAN image_sets" in plan or "SEARCH image_sets USING" not in plan:
-            bad.append(f"{name}: {plan}")
+        ranges = frozenset(f.attribute for f in query.filters if f.operator == "BETWEEN")
+        for unindexed in (frozenset(), ranges - {query.sort_field}):
+            sql, args = build_search_sql(DS, query, after, 51, nulls=nulls, unindexed=unindexed)
+            plan = " | ".join(str(r[3]) for r in index.db.conn.execute(f"EXPLAIN QUERY PLAN {sql}", args))
+            if "SCAN image_sets" in plan or "SEARCH image_sets USING" not in plan:
+                bad.append(f"{name} {sorted(unindexed)}: {plan}")
+    # the probe that decides between the two is an index range read too
+    for column in ("created_at", "updated_at", "study_datetime"):
+        sql = (
+            "SELECT count(*) FROM (SELECT 1 FROM image_sets WHERE datastore_id = ? AND state != 'DELETED'"
+            f" AND {column} BETWEEN ? AND ? LIMIT ?)"
+        )
+        plan = " | ".join(
+            str(r[3]) for r in index.db.conn.execute(f"EXPLAIN QUERY PLAN {sql}", (DS, 0, 1, 5))
+        )
+        assert "SCAN image_sets" not in plan and "SEARCH image_sets USING" in plan, plan
     assert bad == []
 
 
@@ -321,3 +333,18 @@ def test_filters_and_between_are_inclusive(index: SqliteIndex) -> None:
     assert {r.search["DICOMPatientId"] for r in rows} == {"P3"} and len(rows) == len(
         [i for i in range(59) if i % 7 == 3]
     )
+
+
+def test_wide_ranges_are_read_in_sort_order(index: SqliteIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    from openhi.storage.sqlite import search
+
+    query = SearchQuery([SearchFilter("updated_at", "BETWEEN", [0.0, 5000.0])], "created_at", "DESC")
+    assert search.choose_unindexed(index.db.conn, DS, query) == frozenset()  # 59 rows < WIDE_RANGE
+    narrow = index.search_image_sets(DS, query, None, 10)
+    monkeypatch.setattr(search, "WIDE_RANGE", 5)
+    assert search.choose_unindexed(index.db.conn, DS, query) == {"updated_at"}
+    assert index.search_image_sets(DS, query, None, 10) == narrow  # same answer, other plan
+    selective = SearchQuery(
+        [*query.filters, SearchFilter("patient_id", "EQUAL", ["P1"])], "created_at", "DESC"
+    )
+    assert search.choose_unindexed(index.db.conn, DS, selective) == frozenset()

@@ -158,12 +158,34 @@ def canonical_query_candidates(raw_query: str, *, exclude: str | None = None) ->
 
 
 def _parse_timestamp(value: str, what: str) -> datetime:
+    """``YYYYMMDD'T'HHMMSS'Z'`` as an aware datetime (cached: clients reuse a timestamp for a second)."""
+    parsed = _cached_timestamp(value)
+    return parsed if parsed is not None else _strict_timestamp(value, what)  # raises with the precise reason
+
+
+@lru_cache(maxsize=256)
+def _cached_timestamp(value: str) -> datetime | None:
+    try:
+        return _strict_timestamp(value, "timestamp")
+    except AccessDeniedError:
+        return None
+
+
+def _strict_timestamp(value: str, what: str) -> datetime:
     if not _TIMESTAMP_RE.match(value):
         raise AccessDeniedError(
             f"Missing or malformed Authorization header: {what} {value!r} is not YYYYMMDD'T'HHMMSS'Z'"
         )
     try:
-        return datetime.strptime(value, _TIMESTAMP_FORMAT).replace(tzinfo=UTC)
+        return datetime(
+            int(value[0:4]),
+            int(value[4:6]),
+            int(value[6:8]),
+            int(value[9:11]),
+            int(value[11:13]),
+            int(value[13:15]),
+            tzinfo=UTC,
+        )
     except ValueError:
         raise AccessDeniedError(
             f"Missing or malformed Authorization header: {what} {value!r} is not a valid date"

@@ -111,9 +111,9 @@ class ImageSetReader:
 
     # -- lookups
     def _head(self, datastore_id: str, image_set_id: str) -> ImageSet:
-        self.datastores.get(datastore_id)
         head = self.env.index.get_image_set(datastore_id, image_set_id)
         if head is None:
+            self.datastores.get(datastore_id)  # names the datastore when that is what is missing
             raise NotFoundError(f"Image set {image_set_id} does not exist in datastore {datastore_id}.")
         pending = self.touches.pending(datastore_id, image_set_id)
         if pending is not None:
