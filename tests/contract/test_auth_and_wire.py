@@ -62,12 +62,11 @@ def test_unsigned_request_is_denied(secured: RunningServer) -> None:
 
 def test_clock_skew_is_denied(secured: RunningServer) -> None:
     import datetime
+    from unittest import mock
 
     from botocore.auth import SigV4Auth
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
-
-    from unittest import mock
 
     request = AWSRequest(method="GET", url=f"{secured.endpoint}/datastore")
     skewed = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=16)

@@ -49,9 +49,7 @@ class Updates:
     removable: dict[str, Any]
 
 
-def parse_attribute_document(
-    raw: bytes | str, member: str, *, top: frozenset[str] = _SHAPE["top"]
-) -> dict[str, Any]:
+def parse_attribute_document(raw: bytes | str, member: str) -> dict[str, Any]:
     """Decode one attribute document (``SchemaVersion`` 1.1 + Patient/Study/Series/Instances nesting).
 
     Raises:
@@ -67,7 +65,7 @@ def parse_attribute_document(
         raise ValidationError(f"{member} must contain SchemaVersion 1.1.")
     if doc["SchemaVersion"] not in (1.1, "1.1"):
         raise ValidationError(f"{member}: SchemaVersion {doc['SchemaVersion']!r} is not supported; use 1.1.")
-    _check_keys(doc, top, member, "")
+    _check_keys(doc, _SHAPE["top"], member, "")
     if "Patient" in doc:
         _check_node(doc["Patient"], "Patient", member, "Patient")
     if "Study" in doc:

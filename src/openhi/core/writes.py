@@ -133,9 +133,7 @@ class ImageSetWriter:
         self.env.tasks.submit(name, lambda: self._finish(datastore_id, pendings, extra))
 
     def _finish(self, datastore_id: str, pendings: list[Pending], extra: list[VersionCommit]) -> None:
-        delay = float(os.environ.get(DELAY_ENV) or 0)
-        if delay > 0:
-            time.sleep(delay)
+        _test_delay()
         try:
             commits = [self._commit_for(datastore_id, p) for p in pendings]
             self.env.index.commit_versions(datastore_id, commits + extra)
@@ -304,9 +302,7 @@ class ImageSetWriter:
 
     def _finish_delete(self, row: ImageSetVersion, prev_key: str | None, *, delay: bool) -> None:
         if delay:
-            seconds = float(os.environ.get(DELAY_ENV) or 0)
-            if seconds > 0:
-                time.sleep(seconds)
+            _test_delay()
         now = self.env.clock()
         final = replace(
             row,
@@ -359,3 +355,10 @@ class ImageSetWriter:
 
 def _in_progress(row: ImageSetVersion) -> str:
     return row.workflow_status if row.workflow_status in FAILED else "UPDATING"
+
+
+def _test_delay() -> None:
+    """The test hook: sleep ``OPENHI_TEST_WRITE_DELAY_SECONDS`` before a background half commits."""
+    seconds = float(os.environ.get(DELAY_ENV) or 0)
+    if seconds > 0:
+        time.sleep(seconds)
