@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from openhi.ports.blobs import BlobNotFound, BlobStore
+from openhi.ports.blobs import BlobConflict, BlobNotFound, BlobStore
 from openhi.storage.blobs_fs import FsBlobStore
 from openhi.storage.blobs_memory import MemoryBlobStore
-from openhi.storage.blobs_s3 import BlobConflict, S3BlobStore
+from openhi.storage.blobs_s3 import S3BlobStore
 from openhi.storage.registry import ConfigurationError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -66,16 +66,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
 
 
 def _needs_immutability(request: pytest.FixtureRequest, store: BlobStore) -> None:
-    """The port says blobs are never rewritten; only the S3 adapter enforces it so far (strict:
-    an adapter that starts refusing turns this into a failure, so the marker gets removed)."""
-    if not isinstance(store, S3BlobStore):
-        request.node.add_marker(
-            pytest.mark.xfail(
-                strict=True,
-                raises=pytest.fail.Exception,
-                reason=f"{type(store).__name__} overwrites: the write-once rule is not enforced there",
-            )
-        )
+    """The port says blobs are never rewritten; every adapter enforces it."""
 
 
 # -- the behavioural suite -----------------------------------------------------------------------

@@ -10,10 +10,17 @@ class BlobNotFound(Exception):
     """No blob under that key."""
 
 
+class BlobConflict(FileExistsError):
+    """A put found a different blob already stored under the key (blobs are never rewritten)."""
+
+
 class BlobStore(Protocol):
     """Blobs are written once and never rewritten; deletion happens only in background collection."""
 
-    def put(self, key: str, data: bytes) -> None: ...
+    def put(self, key: str, data: bytes) -> None:
+        """Store ``data`` once. Putting identical bytes again is a no-op; different bytes raise BlobConflict."""
+        ...
+
     def get(self, key: str) -> bytes: ...
     def get_range(self, key: str, start: int, end: int) -> bytes: ...
     def delete(self, key: str) -> None: ...

@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from openhi.ports.blobs import BlobNotFound
+from openhi.ports.blobs import BlobConflict, BlobNotFound
 
 
 class FsBlobStore:
@@ -24,6 +24,7 @@ class FsBlobStore:
         return self.root.joinpath(*parts[:-1], name[:2], name)
 
     def put(self, key: str, data: bytes) -> None:
+        """Write once: temp file + fsync, then a hard link that fails if the key exists (no overwrite)."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
@@ -32,10 +33,13 @@ class FsBlobStore:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                if path.read_bytes() != data:
+                    raise BlobConflict(f"blob {key!r} already exists with different content") from None
+        finally:
             Path(tmp).unlink(missing_ok=True)
-            raise
 
     def get(self, key: str) -> bytes:
         try:

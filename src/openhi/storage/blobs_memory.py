@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from openhi.ports.blobs import BlobNotFound
+from openhi.ports.blobs import BlobConflict, BlobNotFound
 
 
 class MemoryBlobStore:
@@ -15,6 +15,9 @@ class MemoryBlobStore:
 
     def put(self, key: str, data: bytes) -> None:
         with self._lock:
+            current = self._blobs.get(key)
+            if current is not None and current != data:
+                raise BlobConflict(f"blob {key!r} already exists with different content")
             self._blobs[key] = bytes(data)
 
     def get(self, key: str) -> bytes:

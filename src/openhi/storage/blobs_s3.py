@@ -15,7 +15,7 @@ from obstore.exceptions import BaseError as ObstoreError
 from obstore.store import S3Store
 
 from openhi.core.errors import ValidationError
-from openhi.ports.blobs import BlobNotFound
+from openhi.ports.blobs import BlobConflict, BlobNotFound
 from openhi.ports.objects import parse_s3_uri
 from openhi.storage.buckets_s3 import _CLIENT, _RETRY, _env_credentials
 from openhi.storage.registry import ConfigurationError
@@ -52,10 +52,6 @@ def _guard_fork() -> None:
             "does not survive fork() and the call would hang; start pool processes with the "
             "'forkserver' or 'spawn' method (or fork them before any S3 call)"
         )
-
-
-class BlobConflict(FileExistsError):
-    """A put found a different blob already stored under the key (blobs are never rewritten)."""
 
 
 def _validate_key(key: str) -> str:
