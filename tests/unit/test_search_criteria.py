@@ -13,7 +13,6 @@ from openhi.core.records import ImageSet, ImageSetVersion
 from openhi.core.search import HALF_MS, parse_criteria, query_fingerprint, sort_echo, study_datetime_key
 from openhi.ports.index import SearchFilter, SearchQuery
 from openhi.storage.sqlite.index import SqliteIndex
-from openhi.storage.sqlite.rows import study_datetime_key as stored_key
 from openhi.storage.sqlite.search import build_search_sql
 
 DS = "d" * 32
@@ -100,17 +99,17 @@ def test_study_datetime_between_and_two_filters_are_anded() -> None:
 
 
 @pytest.mark.parametrize(
-    ("date", "time"),
+    ("date", "time", "key"),
     [
-        ("20240131", None),
-        ("20240131", ""),
-        ("20240131", "07"),
-        ("20240131", "0715"),
-        ("20240131", "071559.123"),
+        ("20240131", None, "20240131000000.000000"),
+        ("20240131", "", "20240131000000.000000"),
+        ("20240131", "07", "20240131070000.000000"),
+        ("20240131", "0715", "20240131071500.000000"),
+        ("20240131", "071559.123", "20240131071559.123000"),
     ],
 )
-def test_core_study_datetime_key_matches_the_stored_key(date: str, time: str | None) -> None:
-    assert study_datetime_key(date, time) == stored_key(date, time)
+def test_study_datetime_key_missing_time_is_start_of_day(date: str, time: str | None, key: str) -> None:
+    assert study_datetime_key(date, time) == key
 
 
 @pytest.mark.parametrize(

@@ -45,8 +45,8 @@ HALF_MS = 0.0005
 def study_datetime_key(date: str | None, time: str | None) -> str | None:
     """Sortable ``YYYYMMDDHHMMSS.ffffff`` from DICOM DA + TM; a missing time is the start of the day.
 
-    A copy of the index adapters' normalisation (``storage.sqlite.rows``): filter values and page
-    cursors must produce exactly the keys stored in the ``study_datetime`` column.
+    The one normalisation: the index adapters store it in the ``study_datetime`` column, and filter
+    values and page cursors are built with it, so they always compare equal.
     """
     if not date:
         return None

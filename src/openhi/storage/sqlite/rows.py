@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from openhi.core.records import Datastore, ImageSet, ImageSetVersion, ImportJob
+from openhi.core.search import study_datetime_key
 
 
 class RowLike(Protocol):
@@ -34,17 +35,6 @@ SEARCH_COLUMNS: dict[str, str] = {
     "DICOMNumberOfStudyRelatedSeries": "num_series",
     "DICOMNumberOfStudyRelatedInstances": "num_instances",
 }
-
-
-def study_datetime_key(date: str | None, time: str | None) -> str | None:
-    """Sortable ``YYYYMMDDHHMMSS.ffffff`` from DICOM DA + TM; a missing time is the start of the day."""
-    if not date:
-        return None
-    digits = "".join(ch for ch in (time or "") if ch.isdigit() or ch == ".")
-    whole, _, frac = digits.partition(".")
-    whole = (whole + "000000")[:6]
-    frac = (frac + "000000")[:6]
-    return f"{date[:8]}{whole}.{frac}"
 
 
 def search_columns(search: Mapping[str, Any]) -> dict[str, Any]:
