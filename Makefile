@@ -1,4 +1,4 @@
-# The two commands of the README: `make serve` and `make test`.
+# The two commands of the README: `make serve` and `make test` (plus `make test-distributed`, `make demo`).
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DATA ?= ./openhi-data
 
-.PHONY: serve test install install-test lint typecheck bench clean
+.PHONY: serve test test-distributed demo install install-test lint typecheck bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -37,6 +37,15 @@ test: install-test
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 1; fi; exit $$rc
+
+# The contract suite again, against the distributed deployment: PostgreSQL (OPENHI_TEST_POSTGRES_URL,
+# default 127.0.0.1:5432/test) + SeaweedFS, 2 API processes, 2 import workers (docs/deploy.md).
+test-distributed: install-test
+	OPENHI_TEST_DEPLOYMENT=distributed $(BIN)/python -m pytest -q tests/contract $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 1; fi; exit $$rc
+
+# PostgreSQL-backed openhi on loopback: 2 API processes, 2 workers, SeaweedFS; Ctrl-C stops everything.
+demo: install-test
+	$(BIN)/python -m openhi.demo --port $(PORT) $(DEMO_ARGS)
 
 # The peer benchmark (docs/benchmarks.md): Orthanc, nginx and wrk come from Debian's packages.
 BENCH_DEBS := orthanc orthanc-dicomweb nginx wrk gcc

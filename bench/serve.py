@@ -1,9 +1,11 @@
 """GetImageFrame throughput and latency vs nginx serving the same bytes; GetImageSetMetadata latency.
 
-Usage: .venv/bin/python bench/serve.py [--n 300] [--size 512] [--seconds 8]
+Usage: .venv/bin/python bench/serve.py [--n 300] [--size 512] [--seconds 8] [--rounds 1]
 Imports an n-instance size×size signed 16-bit CT series into a fresh openhi, then drives openhi and an
-nginx (static files, same frame bytes) with the same asyncio keep-alive HTTP/1.1 load generator at 8 and
-32 connections. Prints a table and writes bench/results/serve-<stamp>.json.
+nginx (static files, same frame bytes; ``bench/peers_systems.Nginx``) with the same keep-alive HTTP/1.1 load
+generator (``bench/loadgen.py``) at 8 and 32 connections. Each round runs openhi and nginx back to back at
+each concurrency; with several rounds the summary gives medians, and the ratio openhi/nginx is taken within
+a round (so both saw the same background load). Prints tables and writes bench/results/serve-<stamp>.json.
 """
 
 from __future__ import annotations
@@ -12,171 +14,79 @@ import argparse
 import asyncio
 import gzip
 import json
-import shutil
-import subprocess
+import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from _common import percentile, table, write_result
+from _common import table, write_result
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from loadgen import Request, run_each, run_sync
+from peers_systems import Nginx
 
 from contract.helpers import active_datastore
 from contract.imaging import run_import
 from dicom_factory import make_ct_series
-from openhi.testing import RunningServer, free_port
+from openhi.testing import RunningServer
 
 CREDS = Credentials("openhi-bench", "openhi-bench-secret")
+CONNECTIONS = (8, 32)
+WARMUP_S = 0.5
 
 
-def signed_post(endpoint: str, path: str, body: bytes) -> bytes:
-    """A complete HTTP/1.1 request (SigV4-signed once, replayed for the whole run)."""
-    request = AWSRequest(
-        method="POST", url=endpoint + path, data=body, headers={"Content-Type": "application/json"}
-    )
+def signed_post(url: str, body: bytes) -> Request:
+    """A SigV4-signed POST (signed once, replayed for a whole round: well inside the 15-minute skew)."""
+    request = AWSRequest(method="POST", url=url, data=body, headers={"Content-Type": "application/json"})
     SigV4Auth(CREDS, "medical-imaging", "us-east-1").add_auth(request)
-    host = endpoint.split("://", 1)[1]
-    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}"]
-    lines += [f"{k}: {v}" for k, v in request.headers.items() if k.lower() not in ("host", "content-length")]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+    return Request("POST", url, dict(request.headers.items()), body)
 
 
-def plain_get(endpoint: str, path: str) -> bytes:
-    host = endpoint.split("://", 1)[1]
-    return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
-
-
-async def _response(reader: asyncio.StreamReader) -> tuple[int, int]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    await reader.readexactly(length)
-    return status, length
-
-
-async def _connection(
-    port: int, requests: list[bytes], offset: int, deadline: float, latencies: list[float], errors: list[int]
-) -> int:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    done = 0
-    i = offset
-    try:
-        while time.perf_counter() < deadline:
-            t0 = time.perf_counter()
-            writer.write(requests[i % len(requests)])
-            status, _ = await _response(reader)
-            latencies.append(time.perf_counter() - t0)
-            if status != 200:
-                errors.append(status)
-            done += 1
-            i += 1
-    finally:
-        writer.close()
-    return done
-
-
-async def _load(port: int, requests: list[bytes], connections: int, seconds: float) -> dict[str, Any]:
-    latencies: list[float] = []
-    errors: list[int] = []
-    # warm up: one pass over a few requests per connection
-    await asyncio.gather(
-        *(_connection(port, requests, c * 7, time.perf_counter() + 0.5, [], []) for c in range(connections))
-    )
-    start = time.perf_counter()
-    deadline = start + seconds
-    counts = await asyncio.gather(
-        *(
-            _connection(port, requests, c * len(requests) // connections, deadline, latencies, errors)
-            for c in range(connections)
-        )
-    )
-    elapsed = time.perf_counter() - start
+def measure(requests: list[Request], connections: int, seconds: float) -> dict[str, Any]:
+    result = run_sync(requests, connections, seconds, warmup=WARMUP_S)
     return {
         "connections": connections,
-        "requests": sum(counts),
-        "frames_per_s": sum(counts) / elapsed,
-        "p50_ms": percentile(latencies, 50) * 1000,
-        "p99_ms": percentile(latencies, 99) * 1000,
-        "errors": len(errors),
+        "requests": result.requests,
+        "frames_per_s": result.requests_per_s,
+        "p50_ms": result.p50_ms,
+        "p99_ms": result.p99_ms,
+        "errors": result.errors,
     }
 
 
-def load(port: int, requests: list[bytes], connections: int, seconds: float) -> dict[str, Any]:
-    return asyncio.run(_load(port, requests, connections, seconds))
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per concurrency: median openhi and nginx frames/s and p99 over the rounds, and the median ratio."""
+    out = []
+    for connections in CONNECTIONS:
+        by_round: dict[int, dict[str, dict[str, Any]]] = {}
+        for row in rows:
+            if row["connections"] == connections:
+                by_round.setdefault(row["round"], {})[row["server"]] = row
+        rounds = [r for r in by_round.values() if "openhi" in r and "nginx" in r]
+        if not rounds:
+            continue
 
+        def med(server: str, key: str, rounds: list[dict[str, dict[str, Any]]] = rounds) -> float:
+            return float(statistics.median(r[server][key] for r in rounds))
 
-NGINX_CONF = """
-worker_processes auto;
-pid {root}/nginx.pid;
-error_log {root}/error.log warn;
-daemon off;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-    keepalive_timeout 60;
-    types {{ image/jph jph; }}
-    server {{
-        listen 127.0.0.1:{port};
-        root {root}/www;
-    }}
-}}
-"""
-
-
-def start_nginx(root: Path, frames: dict[str, bytes]) -> tuple[subprocess.Popen[bytes], int]:
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    www = root / "www" / "frames"
-    www.mkdir(parents=True)
-    for d in (root.parent, root, root / "www", www):  # nginx workers drop privileges: let them read
-        d.chmod(0o755)
-    for frame_id, data in frames.items():
-        (www / f"{frame_id}.jph").write_bytes(data)
-    port = free_port()
-    (root / "nginx.conf").write_text(NGINX_CONF.format(root=root, port=port))
-    proc = subprocess.Popen([nginx, "-c", str(root / "nginx.conf"), "-p", str(root)], stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            asyncio.run(_probe(port))
-            return proc, port
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(
-        f"nginx did not start: {(root / 'error.log').read_text() if (root / 'error.log').exists() else ''}"
-    )
-
-
-async def _probe(port: int) -> None:
-    _, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.close()
-
-
-def metadata_latency(port: int, request: bytes, n: int) -> dict[str, Any]:
-    async def run() -> list[float]:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        out = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            writer.write(request)
-            status, _ = await _response(reader)
-            assert status == 200
-            out.append(time.perf_counter() - t0)
-        writer.close()
-        return out
-
-    lat = asyncio.run(run())
-    return {"p50_ms": percentile(lat, 50) * 1000, "p99_ms": percentile(lat, 99) * 1000, "requests": n}
+        out.append(
+            {
+                "connections": connections,
+                "rounds": len(rounds),
+                "openhi_fps": med("openhi", "frames_per_s"),
+                "nginx_fps": med("nginx", "frames_per_s"),
+                "ratio": statistics.median(
+                    r["openhi"]["frames_per_s"] / r["nginx"]["frames_per_s"] for r in rounds
+                ),
+                "openhi_p50_ms": med("openhi", "p50_ms"),
+                "openhi_p99_ms": med("openhi", "p99_ms"),
+                "nginx_p99_ms": med("nginx", "p99_ms"),
+            }
+        )
+    return out
 
 
 def main() -> None:
@@ -184,12 +94,19 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the openhi/nginx runs; report medians")
+    parser.add_argument(
+        "--nginx-workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="nginx worker processes (default: cores)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="openhi-bench-serve-") as tmp:
         root = Path(tmp)
         server = RunningServer(root / "data").start()
-        nginx: subprocess.Popen[bytes] | None = None
+        nginx: Nginx | None = None
         try:
             client = server.client()
             ds_id = active_datastore(client, "bench-serve")
@@ -208,40 +125,47 @@ def main() -> None:
                 for node in series["Instances"].values()
                 for f in node["ImageFrames"]
             ]
-            frames = {
-                fid: client.get_image_frame(
+            www = root / "www"
+            (www / "frames").mkdir(parents=True)
+            sizes = []
+            for fid in frame_ids:
+                data = client.get_image_frame(
                     datastoreId=ds_id, imageSetId=set_id, imageFrameInformation={"imageFrameId": fid}
                 )["imageFrameBlob"].read()
-                for fid in frame_ids
-            }
-            mean_frame = sum(map(len, frames.values())) / len(frames)
-            path = f"/datastore/{ds_id}/imageSet/{set_id}/getImageFrame"
-            openhi_reqs = [
-                signed_post(server.endpoint, path, json.dumps({"imageFrameId": f}).encode())
-                for f in frame_ids
-            ]
-            nginx, nginx_port = start_nginx(root / "nginx", frames)
-            nginx_reqs = [plain_get(f"http://127.0.0.1:{nginx_port}", f"/frames/{f}.jph") for f in frame_ids]
+                (www / "frames" / f"{fid}.jph").write_bytes(data)
+                sizes.append(len(data))
+            mean_frame = sum(sizes) / len(sizes)
+            nginx = Nginx(root / "nginx", www, workers=args.nginx_workers).start()
+            frame_url = f"{server.endpoint}/datastore/{ds_id}/imageSet/{set_id}/getImageFrame"
+            nginx_reqs = [Request("GET", f"{nginx.endpoint}/frames/{f}.jph") for f in frame_ids]
 
             rows = []
-            for connections in (8, 32):
-                for name, port, reqs in (
-                    ("openhi", server.port, openhi_reqs),
-                    ("nginx", nginx_port, nginx_reqs),
-                ):
-                    row = {"server": name, **load(port, reqs, connections, args.seconds)}
-                    rows.append(row)
-                    print(table([row]).splitlines()[-1], flush=True)
-            meta_path = f"/datastore/{ds_id}/imageSet/{set_id}/getImageSetMetadata"
-            meta = metadata_latency(server.port, signed_post(server.endpoint, meta_path, b""), 200)
+            for round_no in range(args.rounds):
+                openhi_reqs = [
+                    signed_post(frame_url, json.dumps({"imageFrameId": f}).encode()) for f in frame_ids
+                ]
+                for connections in CONNECTIONS:
+                    for name, reqs in (("openhi", openhi_reqs), ("nginx", nginx_reqs)):
+                        row = {"round": round_no, "server": name, **measure(reqs, connections, args.seconds)}
+                        rows.append(row)
+                        print(table([row]).splitlines()[-1], flush=True)
+            meta_url = f"{server.endpoint}/datastore/{ds_id}/imageSet/{set_id}/getImageSetMetadata"
+            meta_result = asyncio.run(run_each([signed_post(meta_url, b"")] * 200, 1, timeout=120))
+            meta = {
+                "p50_ms": meta_result.p50_ms,
+                "p99_ms": meta_result.p99_ms,
+                "requests": meta_result.requests,
+            }
         finally:
             if nginx is not None:
-                nginx.terminate()
-                nginx.wait(timeout=10)
+                nginx.stop()
             server.stop()
 
+    summary = summarize(rows)
     print()
     print(table(rows))
+    print()
+    print(table(summary))
     print(
         f"\nGetImageSetMetadata ({args.n} instances, {len(blob)} bytes gzip): "
         f"p50 {meta['p50_ms']:.2f} ms, p99 {meta['p99_ms']:.2f} ms"
@@ -255,10 +179,13 @@ def main() -> None:
             "instances": args.n,
             "size": args.size,
             "seconds_per_run": args.seconds,
+            "rounds": args.rounds,
+            "nginx_workers": args.nginx_workers,
             "mean_frame_bytes": mean_frame,
             "metadata_gzip_bytes": len(blob),
             "import_seconds": import_s,
             "get_image_frame": rows,
+            "summary": summary,
             "get_image_set_metadata": meta,
             "note": "load generator, openhi and nginx share the same machine",
         },

@@ -1,37 +1,90 @@
-"""The ``openhi`` command: serve, import, diff and --version."""
+"""The ``openhi`` command: serve, worker, migrate, import, diff and --version."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from openhi import __version__
 from openhi.core.settings import settings_from_env
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from openhi.server import StartupError, load_credentials, serve
+def _config(args: argparse.Namespace, **extra: Any) -> Any:
+    from openhi.server import load_credentials
     from openhi.services import ServerConfig
-    from openhi.storage.registry import ConfigurationError
 
-    settings = settings_from_env(region=args.region, account_id=args.account_id)
-    try:
-        config = ServerConfig(
-            data_dir=Path(args.data_dir),
-            index_url=args.index,
-            blobs_url=args.blobs,
-            s3_endpoint_url=args.s3_endpoint_url,
-            credentials=load_credentials(args.credentials),
-            settings=settings,
-        )
-        serve(config, args.host, args.port, log_level=args.log_level)
-    except (StartupError, ConfigurationError) as exc:
-        print(f"openhi: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    settings = settings_from_env(
+        region=getattr(args, "region", None), account_id=getattr(args, "account_id", None)
+    )
+    return ServerConfig(
+        data_dir=Path(args.data_dir),
+        index_url=args.index,
+        blobs_url=args.blobs,
+        s3_endpoint_url=args.s3_endpoint_url,
+        credentials=load_credentials(getattr(args, "credentials", None)),
+        settings=settings,
+        **extra,
+    )
+
+
+def _clean_errors(run: Callable[[argparse.Namespace], None]) -> Callable[[argparse.Namespace], int]:
+    """A bad URL or an unsafe setup ends with one line on stderr and exit status 2, not a traceback."""
+
+    def wrapped(args: argparse.Namespace) -> int:
+        from openhi.server import StartupError
+        from openhi.storage.registry import ConfigurationError
+
+        try:
+            run(args)
+        except (StartupError, ConfigurationError) as exc:
+            print(f"openhi: {exc}", file=sys.stderr)
+            return 2
+        return 0
+
+    return wrapped
+
+
+@_clean_errors
+def _serve(args: argparse.Namespace) -> None:
+    from openhi.server import serve
+
+    if args.workers < 1:
+        raise SystemExit("openhi serve: --workers must be at least 1")
+    threads = 0 if args.no_workers else args.import_threads
+    serve(_config(args, import_threads=threads), args.host, args.port, args.log_level, args.workers)
+
+
+@_clean_errors
+def _worker(args: argparse.Namespace) -> None:
+    from openhi.server import run_worker
+
+    run_worker(_config(args, import_threads=max(1, args.threads), api=False), args.log_level)
+
+
+@_clean_errors
+def _migrate(args: argparse.Namespace) -> None:
+    from openhi.storage.registry import open_index
+
+    url = args.index or f"sqlite:///{Path(args.data_dir) / 'index.sqlite3'}"
+    if url.startswith("sqlite:///"):
+        Path(args.data_dir).mkdir(parents=True, exist_ok=True)
+    open_index(url).close()
+    print("openhi: the index schema is up to date", file=sys.stderr)
+
+
+def _backend_flags(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--data-dir", default="./openhi-data")
+    cmd.add_argument("--index", default=None, help="index URL (default sqlite:///<data-dir>/index.sqlite3)")
+    cmd.add_argument("--blobs", default=None, help="blob store URL (default file://<data-dir>/blobs)")
+    cmd.add_argument(
+        "--s3-endpoint-url",
+        default=os.environ.get("OPENHI_S3_ENDPOINT_URL"),
+        help="S3 endpoint for import inputs/outputs (instead of <data-dir>/buckets) and for s3:// --blobs",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,21 +95,36 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HealthImaging-compatible server")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--data-dir", default="./openhi-data")
-    serve.add_argument("--index", default=None, help="index URL (default sqlite:///<data-dir>/index.sqlite3)")
-    serve.add_argument("--blobs", default=None, help="blob store URL (default file://<data-dir>/blobs)")
-    serve.add_argument(
-        "--s3-endpoint-url",
-        default=os.environ.get("OPENHI_S3_ENDPOINT_URL"),
-        help="S3 endpoint for import inputs/outputs (instead of <data-dir>/buckets) and for s3:// --blobs",
-    )
+    _backend_flags(serve)
     serve.add_argument(
         "--credentials", default=None, help="JSON {access_key_id: secret} or AWS credentials file"
     )
     serve.add_argument("--region", default=None, help="region in ARNs (default us-east-1)")
     serve.add_argument("--account-id", default=None, help="account id in ARNs (default 123456789012)")
     serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="API processes listening on the port (default 1)"
+    )
+    serve.add_argument(
+        "--no-workers", action="store_true", help="run no import worker here (API only; see openhi worker)"
+    )
+    serve.add_argument(
+        "--import-threads", type=int, default=2, help="import jobs each process runs at a time (default 2)"
+    )
     serve.set_defaults(func=_serve)
+
+    worker = sub.add_parser("worker", help="run import workers only (no API), sharing --index and --blobs")
+    _backend_flags(worker)
+    worker.add_argument("--threads", type=int, default=2, help="import jobs run at a time (default 2)")
+    worker.add_argument("--log-level", default="info")
+    worker.set_defaults(func=_worker)
+
+    migrate = sub.add_parser("migrate", help="create or upgrade the index schema, then exit")
+    migrate.add_argument("--data-dir", default="./openhi-data")
+    migrate.add_argument(
+        "--index", default=None, help="index URL (default sqlite:///<data-dir>/index.sqlite3)"
+    )
+    migrate.set_defaults(func=_migrate)
 
     try:
         from openhi import cli_tools

@@ -1,19 +1,28 @@
-"""Running the server: credentials, the loopback rule for local mode, uvicorn with graceful shutdown."""
+"""Running the server: credentials, the loopback rule, uvicorn (one or N processes), import workers."""
 
 from __future__ import annotations
 
 import configparser
+import dataclasses
 import ipaddress
 import json
+import logging
 import os
+import signal
 import socket
+import threading
 from pathlib import Path
 
 import uvicorn
 
 from openhi.asgi import OpenHIApp
 from openhi.awsapi.sigv4 import SigV4Verifier
+from openhi.core.settings import Settings
 from openhi.services import ServerConfig, build_services
+from openhi.storage.registry import open_blobs, open_index
+
+# `serve --workers N`: the parent hands each API process its configuration in this variable
+CONFIG_ENV = "OPENHI_SERVE_CONFIG"
 
 
 class StartupError(Exception):
@@ -59,32 +68,96 @@ def is_loopback(host: str) -> bool:
             return False
 
 
-def build_app(config: ServerConfig, host: str) -> OpenHIApp:
-    """The ready ASGI app for this configuration.
-
-    Raises:
-        StartupError: no credentials are configured and ``host`` is not a loopback address.
-    """
+def check_exposure(config: ServerConfig, host: str) -> None:
+    """Raises StartupError: no credentials are configured and ``host`` is not a loopback address."""
     if not config.credentials and not is_loopback(host):
         raise StartupError(
             f"Refusing to listen on {host} without credentials: local mode (any signature accepted) is only "
             "allowed on a loopback address. Pass --credentials FILE or set OPENHI_ACCESS_KEY_ID and "
             "OPENHI_SECRET_ACCESS_KEY, or bind to 127.0.0.1."
         )
+
+
+def build_app(config: ServerConfig, host: str) -> OpenHIApp:
+    """The ready ASGI app for this configuration.
+
+    Raises:
+        StartupError: no credentials are configured and ``host`` is not a loopback address.
+    """
+    check_exposure(config, host)
     services = build_services(config)
     return OpenHIApp(services, SigV4Verifier(config.credentials or None))
 
 
-def serve(config: ServerConfig, host: str, port: int, log_level: str = "info") -> None:
-    """Serve until SIGTERM/SIGINT; uvicorn drains connections and the lifespan closes the services."""
-    app = build_app(config, host)
-    uv_config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level=log_level,
-        lifespan="on",
-        access_log=False,
-        timeout_graceful_shutdown=10,
+def serve(config: ServerConfig, host: str, port: int, log_level: str = "info", processes: int = 1) -> None:
+    """Serve until SIGTERM/SIGINT; uvicorn drains connections and the lifespan closes the services.
+
+    With ``processes`` > 1, uvicorn runs that many API processes on one port; each builds its own
+    services from the configuration this process checked (backends reachable, migrations applied).
+    """
+    common: dict[str, object] = {
+        "host": host,
+        "port": port,
+        "log_level": log_level,
+        "lifespan": "on",
+        "access_log": False,
+        "timeout_graceful_shutdown": 10,
+    }
+    if processes <= 1:
+        app = build_app(config, host)
+        uvicorn.Server(uvicorn.Config(app, **common)).run()  # type: ignore[arg-type]
+        return
+    check_exposure(config, host)
+    check_backends(config)
+    os.environ[CONFIG_ENV] = json.dumps(_config_dict(config, host))
+    uvicorn.run("openhi.asgi:create_app", factory=True, workers=processes, **common)  # type: ignore[arg-type]
+
+
+def check_backends(config: ServerConfig) -> None:
+    """Open the index (applying migrations) and the blob store once, so that a bad URL stops the start
+    here with a ConfigurationError instead of in every API process."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    open_index(config.resolved_index_url()).close()
+    open_blobs(config.resolved_blobs_url(), config.s3_endpoint_url)
+
+
+def _config_dict(config: ServerConfig, host: str) -> dict[str, object]:
+    return {
+        "host": host,
+        "data_dir": str(config.data_dir),
+        "index_url": config.index_url,
+        "blobs_url": config.blobs_url,
+        "s3_endpoint_url": config.s3_endpoint_url,
+        "credentials": config.credentials,
+        "settings": dataclasses.asdict(config.settings),
+        "pixel_workers": config.pixel_workers,
+        "api": config.api,
+        "import_threads": config.import_threads,
+    }
+
+
+def app_from_environment() -> OpenHIApp:
+    """The app of one API process started by ``serve --workers N`` (see :data:`CONFIG_ENV`)."""
+    raw = json.loads(os.environ[CONFIG_ENV])
+    host = raw.pop("host")
+    raw["data_dir"] = Path(raw["data_dir"])
+    raw["settings"] = Settings(**raw["settings"])
+    return build_app(ServerConfig(**raw), host)
+
+
+def run_worker(config: ServerConfig, log_level: str = "info") -> None:
+    """Run import workers only (no API) until SIGTERM/SIGINT; a running job gives its lease back."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    services = build_services(dataclasses.replace(config, api=False))
+    worker = services.worker
+    logging.getLogger("openhi.worker").info(
+        "openhi worker %s ready (%d threads)", worker.worker_id if worker else "-", config.import_threads
     )
-    uvicorn.Server(uv_config).run()
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        services.close()

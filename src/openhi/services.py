@@ -11,6 +11,7 @@ from pathlib import Path
 
 from openhi.core.datastores import DatastoreService
 from openhi.core.env import Env
+from openhi.core.import_worker import ImportWorker
 from openhi.core.imports import ImportService
 from openhi.core.pagination import Paginator
 from openhi.core.reads import ImageSetReader
@@ -30,6 +31,8 @@ class ServerConfig:
     credentials: dict[str, str] = field(default_factory=dict)
     settings: Settings = field(default_factory=Settings)
     pixel_workers: int | None = None  # None: one per CPU; 0: encode in the calling thread
+    api: bool = True  # serve the API: recover half-done writes at start, collect blobs
+    import_threads: int = 2  # import jobs this process runs at a time; 0: no import worker here
 
     def resolved_index_url(self) -> str:
         return self.index_url or f"sqlite:///{self.data_dir / 'index.sqlite3'}"
@@ -47,8 +50,19 @@ class Services:
     imports: ImportService
     reads: ImageSetReader
     writes: ImageSetWriter
+    worker: ImportWorker | None = None
+
+    def ready(self) -> bool:
+        """True when the index answers a trivial query (``/readyz``)."""
+        try:
+            self.env.index.get_meta("pagination_secret")
+        except Exception:
+            return False
+        return True
 
     def close(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()  # a running job gives its lease back for another worker to resume
         self.reads.close()  # writes the last buffered touches while the index is still open
         self.env.tasks.shutdown()
         if self.env.pixel_pool is not None:
@@ -62,7 +76,9 @@ def _warm_worker() -> None:
 
 
 def build_services(config: ServerConfig) -> Services:
-    """Open the backends, recover half-finished work, and return ready services."""
+    """Open the backends, recover half-finished writes (API processes), start the import worker (unless
+    ``import_threads`` is 0), and return ready services. Import jobs a dead process left running are
+    taken over by any worker once their lease expires."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
     index = open_index(config.resolved_index_url())
     workers = config.pixel_workers if config.pixel_workers is not None else (os.cpu_count() or 1)
@@ -94,7 +110,10 @@ def build_services(config: ServerConfig) -> Services:
         reads=ImageSetReader(env, paginator, datastores),
         writes=ImageSetWriter(env, datastores),
     )
-    datastores.recover()
-    services.writes.recover()
-    services.imports.recover()
+    if config.api:
+        datastores.recover()
+        services.writes.recover()
+    if config.import_threads > 0:
+        services.worker = ImportWorker(env, threads=config.import_threads).start()
+        services.imports.on_submit = services.worker.nudge
     return services

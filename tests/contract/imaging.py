@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 import uuid
-from pathlib import Path
 from typing import Any
 
 from contract.helpers import wait_for
@@ -15,13 +14,10 @@ ROLE = "arn:aws:iam::123456789012:role/ImportRole"
 
 
 def stage(server: RunningServer, files: dict[str, bytes], bucket: str = "input-bucket") -> str:
-    """Write files under a fresh prefix of the embedded bucket; return the s3:// prefix URI."""
+    """Put files under a fresh prefix of the deployment's bucket (embedded or S3); the s3:// prefix URI."""
     prefix = f"in-{uuid.uuid4().hex[:10]}/"
-    root = server.bucket_path(bucket) / prefix
     for name, data in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+        server.stage_object(bucket, prefix + name, data)
     return f"s3://{bucket}/{prefix}"
 
 
@@ -47,16 +43,16 @@ def run_import(
 
 def read_reports(server: RunningServer, output_uri: str) -> dict[str, Any]:
     bucket, _, key = output_uri[len("s3://") :].partition("/")
-    root: Path = server.bucket_path(bucket) / key
-    if not (root / "job-output-manifest.json").exists():
+    manifest = server.read_object(bucket, key + "job-output-manifest.json")
+    if manifest is None:
         return {"manifest": None, "success": [], "failure": [], "warning": []}
 
     def lines(name: str) -> list[dict[str, Any]]:
-        path = root / name
-        return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+        data = server.read_object(bucket, key + name)
+        return [json.loads(line) for line in data.decode().splitlines() if line] if data else []
 
     return {
-        "manifest": json.loads((root / "job-output-manifest.json").read_text())["jobSummary"],
+        "manifest": json.loads(manifest)["jobSummary"],
         "success": lines("SUCCESS/success.ndjson"),
         "failure": lines("FAILURE/failure.ndjson"),
         "warning": lines("WARNING/warning.ndjson"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -48,11 +47,6 @@ def test_delete_answers_deleting_then_deleted(lab: Lab) -> None:
     assert set_id not in {s["imageSetId"] for s in search}
 
 
-def _blob(server: RunningServer, key: str) -> Path:
-    *parts, name = key.split("/")
-    return server.data_dir.joinpath("blobs", *parts, name[:2], name)
-
-
 def _frame(lab: Lab, set_id: str, frame_id: str) -> bytes:
     resp = lab.client.get_image_frame(
         datastoreId=lab.ds, imageSetId=set_id, imageFrameInformation={"imageFrameId": frame_id}
@@ -78,20 +72,21 @@ def test_collection_keeps_blobs_a_copy_still_references(openhi_fresh: RunningSer
     copy_id = lab.copy(src, copiable={"Study": {"Series": {series_uid: {"Instances": {kept_sop: {}}}}}})[
         "destinationImageSetProperties"
     ]["imageSetId"]
-    frame_path = {
-        fid: _blob(openhi_fresh, f"frames/{lab.ds}/{fid}") for ids in frames.values() for fid in ids
-    }
-    meta_paths = [_blob(openhi_fresh, f"metadata/{lab.ds}/{src}/{v}.json.gz") for v in (1, 2)]
-    assert all(p.is_file() for p in [*frame_path.values(), *meta_paths])
+    # blob keys, read through the deployment (files in embedded mode, S3 objects in distributed mode)
+    frame_key = {fid: f"frames/{lab.ds}/{fid}" for ids in frames.values() for fid in ids}
+    meta_keys = [f"metadata/{lab.ds}/{src}/{v}.json.gz" for v in (1, 2)]
+
+    def present(keys: list[str]) -> list[str]:
+        return [k for k in keys if openhi_fresh.read_blob(k) is not None]
+
+    assert present([*frame_key.values(), *meta_keys]) == [*frame_key.values(), *meta_keys]
     served = {fid: _frame(lab, src, fid) for fid in frames[kept_sop]}
     lab.client.delete_image_set(datastoreId=lab.ds, imageSetId=src)
-    gone = [
-        p for sop, ids in frames.items() if sop != kept_sop for p in (frame_path[i] for i in ids)
-    ] + meta_paths
-    wait_for(lambda: [p for p in gone if p.exists()], lambda left: not left, timeout=30, step=0.25)
-    kept = [frame_path[i] for i in frames[kept_sop]]
-    assert all(p.is_file() for p in kept)
+    gone = [frame_key[i] for sop, ids in frames.items() if sop != kept_sop for i in ids] + meta_keys
+    wait_for(lambda: present(gone), lambda left: not left, timeout=30, step=0.25)
+    kept = [frame_key[i] for i in frames[kept_sop]]
+    assert present(kept) == kept
     assert {fid: _frame(lab, copy_id, fid) for fid in frames[kept_sop]} == served
     # deleting the copy too releases the shared frames
     lab.client.delete_image_set(datastoreId=lab.ds, imageSetId=copy_id)
-    wait_for(lambda: [p for p in kept if p.exists()], lambda left: not left, timeout=30, step=0.25)
+    wait_for(lambda: present(kept), lambda left: not left, timeout=30, step=0.25)

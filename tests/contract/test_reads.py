@@ -175,8 +175,8 @@ def test_metadata_is_the_stored_gzip_document(ct: Imported) -> None:
     assert raw[:2] == b"\x1f\x8b"
     versioned = ct.metadata_response(versionId="1")["imageSetMetadataBlob"].read()
     assert raw == versioned
-    stored = list((ct.server.data_dir / "blobs" / "metadata" / ct.ds / ct.set_id).rglob("1.json.gz"))
-    assert [p.read_bytes() for p in stored] == [raw]  # the stored bytes, served as is
+    stored = ct.server.read_blob(f"metadata/{ct.ds}/{ct.set_id}/1.json.gz")
+    assert stored == raw  # the stored bytes, served as is
     doc = json.loads(gzip.decompress(raw))
     assert doc["DatastoreID"] == ct.ds and doc["ImageSetID"] == ct.set_id
     assert doc["Patient"]["DICOM"]["PatientID"].rstrip() == "READS"

@@ -256,3 +256,59 @@ def test_unsupported_transfer_syntax_rejected() -> None:
     buffer = BytesIO()
     ds.save_as(buffer, implicit_vr=False, little_endian=True)
     assert "Unsupported transfer syntax" in _rejected(buffer.getvalue()).message
+
+
+def _pydicom_frames(ds: pydicom.Dataset) -> list[np.ndarray]:
+    decoder = get_decoder(ds.file_meta.TransferSyntaxUID)
+    return [a.astype(a.dtype.newbyteorder("=")) for a, _ in decoder.iter_array(ds, raw=True)]
+
+
+@pytest.mark.parametrize(
+    ("bits", "stored", "signed", "frames", "syntax", "photometric"),
+    [
+        (16, 16, True, 1, tsx.EXPLICIT_VR_LE, "MONOCHROME2"),
+        (16, 12, True, 2, tsx.EXPLICIT_VR_LE, "MONOCHROME2"),  # garbage in the unused high bits
+        (16, 12, False, 1, tsx.IMPLICIT_VR_LE, "MONOCHROME1"),
+        (8, 8, False, 3, tsx.IMPLICIT_VR_LE, "MONOCHROME2"),  # odd length: padded Pixel Data
+        (8, 5, True, 1, tsx.EXPLICIT_VR_LE, "MONOCHROME2"),
+        (32, 32, False, 2, tsx.EXPLICIT_VR_LE, "MONOCHROME2"),
+        (32, 20, True, 1, tsx.EXPLICIT_VR_LE, "MONOCHROME2"),
+        (16, 16, False, 1, tsx.EXPLICIT_VR_LE, "PALETTE COLOR"),  # not monochrome: pydicom path
+    ],
+)
+def test_native_fast_path_matches_pydicom(
+    bits: int, stored: int, signed: bool, frames: int, syntax: str, photometric: str
+) -> None:
+    """Little-endian native frames viewed without pydicom's decoder equal what pydicom yields."""
+    from openhi.dicom.frames import _native_monochrome, decoded_frames
+
+    dtype = np.dtype(f"{'ui'[signed]}{bits // 8}")
+    raw = np.random.default_rng(bits + stored).integers(
+        0, 2**bits, (frames, 3, 7), dtype=np.uint64, endpoint=False
+    )
+    pixels = raw.astype(f"u{bits // 8}").view(dtype)  # every bit random, high bits included
+    data = factory.make_instance(
+        pixels=pixels, bits=bits, signed=signed, transfer_syntax=syntax, photometric=photometric
+    )
+    ds = pydicom.dcmread(BytesIO(data))
+    ds.BitsStored, ds.HighBit = stored, stored - 1
+    expected = _pydicom_frames(ds)
+    got = list(decoded_frames(ds, syntax))
+    assert (_native_monochrome(ds, syntax) is not None) == photometric.startswith("MONOCHROME")
+    assert len(got) == len(expected) == frames
+    for a, b in zip(got, expected, strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape == (3, 7)
+        assert np.array_equal(a, b)
+    if stored < bits:  # the importer stores the corrected values, losslessly
+        result = process_instance(_with_bits_stored(data, stored))
+        sources = [f.astype(f.dtype.newbyteorder("=")) for f in expected]
+        for entry, source in zip(result.instance["ImageFrames"], sources, strict=True):
+            assert (entry["MinPixelValue"], entry["MaxPixelValue"]) == (int(source.min()), int(source.max()))
+
+
+def _with_bits_stored(data: bytes, stored: int) -> bytes:
+    ds = pydicom.dcmread(BytesIO(data))
+    ds.BitsStored, ds.HighBit = stored, stored - 1
+    out = BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()

@@ -15,9 +15,9 @@ import pytest
 
 import pg
 from openhi.core.records import Datastore, FrameRef, ImageSet, ImageSetVersion, ImportJob
+from openhi.core.search import study_datetime_key
 from openhi.ports.index import LockRequest, MetadataIndex, SearchFilter, SearchQuery, VersionCommit
 from openhi.storage.sqlite.index import SqliteIndex
-from openhi.storage.sqlite.rows import study_datetime_key
 
 DS = "d" * 32
 OTHER = "e" * 32
@@ -567,3 +567,109 @@ def test_pg_registry_opens_both_schemes_with_url_options(pg_schemas: pg.Schemas,
         assert pg.execute(schema, "SELECT key, value FROM tags") == [("k", "v")]
     finally:
         idx.close()
+
+
+# -- import-job queue: leases and the atomic import commit
+
+
+def test_claim_takes_oldest_submitted_then_expired_leases(index: MetadataIndex) -> None:
+    for i in (3, 1, 2):
+        index.insert_job(_job(i))
+    index.insert_job(_job(9, status="COMPLETED"))
+    claimed = [index.claim_job(f"w{n}", 1000.0, 30.0) for n in range(3)]
+    assert [j.id if j else None for j in claimed] == [f"{i:032x}" for i in (1, 2, 3)]
+    assert all(j is not None and j.status == "IN_PROGRESS" for j in claimed)
+    assert index.claim_job("w9", 1010.0, 30.0) is None  # every lease is still running
+    assert index.renew_job_lease(f"{1:032x}", "w0", 1100.0) is True
+    assert index.renew_job_lease(f"{1:032x}", "intruder", 2000.0) is False
+    taken = index.claim_job("w9", 1040.0, 30.0)  # w1's and w2's leases ran out at 1030, w0 renewed
+    assert taken is not None and taken.id == f"{2:032x}"
+    assert index.renew_job_lease(taken.id, "w1", 1200.0) is False  # the dead worker lost it
+    job = index.get_job(DS, taken.id)
+    assert job is not None and job.status == "IN_PROGRESS"
+
+
+def test_finish_job_only_by_the_lease_owner(index: MetadataIndex) -> None:
+    index.insert_job(_job(1))
+    job = index.claim_job("w0", 1000.0, 30.0)
+    assert job is not None
+    failed = replace(job, status="FAILED", message="boom", ended_at=1001.0)
+    assert index.finish_job(failed, "w1") is False
+    assert index.finish_job(failed, "w0") is True
+    assert index.finish_job(failed, "w0") is False  # finished: nobody owns it any more
+    got = index.get_job(DS, job.id)
+    assert got is not None and (got.status, got.message, got.ended_at) == ("FAILED", "boom", 1001.0)
+    assert index.claim_job("w2", 5000.0, 30.0) is None
+    assert index.count_jobs(DS, ["SUBMITTED", "IN_PROGRESS"]) == 0
+
+
+def _append(head: ImageSet, version: int, now: float = 3000.0) -> VersionCommit:
+    row = ImageSetVersion(
+        DS, head.id, version, "ACTIVE", "IMPORTED", head.created_at, now, True, f"m/{version}"
+    )
+    return VersionCommit(
+        head.id, row, "ACTIVE", "IMPORTED", now, content_version=version, search=head.search,
+        touch=True, frames=_frames(1, f"v{version}-"),
+    )  # fmt: skip
+
+
+def test_commit_import_is_atomic_and_conditional(index: MetadataIndex) -> None:
+    existing = _create(index, 1)
+    index.insert_job(_job(1))
+    job = index.claim_job("w0", 1000.0, 30.0)
+    assert job is not None
+    done = replace(job, status="COMPLETED", ended_at=1002.0)
+    new = _set(2)
+    creation = (new, _v1(new, key="meta/new/1"), _frames(2, "n-"))
+    # a stale append: nothing is written, not even the creation
+    assert index.commit_import(DS, done, "w0", [creation], [(_append(existing, 2), 5)]) == "conflict"
+    assert index.get_image_set(DS, new.id) is None
+    # another owner: lease_lost, nothing written
+    assert index.commit_import(DS, done, "w1", [creation], [(_append(existing, 2), 1)]) == "lease_lost"
+    assert index.get_image_set(DS, new.id) is None
+    got = index.get_job(DS, job.id)
+    assert got is not None and got.status == "IN_PROGRESS"
+    assert index.commit_import(DS, done, "w0", [creation], [(_append(existing, 2), 1)]) == "ok"
+    head = index.get_image_set(DS, existing.id)
+    assert head is not None and (head.latest_version, head.content_version) == (2, 2)
+    assert {f.frame_id for f in index.list_frames(DS, existing.id)} == {"s1-0", "s1-1", "v2-0"}
+    assert index.get_image_set(DS, new.id) is not None and len(index.list_frames(DS, new.id)) == 2
+    got = index.get_job(DS, job.id)
+    assert got is not None and (got.status, got.ended_at) == ("COMPLETED", 1002.0)
+    # finished: a second commit of the same job (a worker that lost it) changes nothing
+    assert index.commit_import(DS, done, "w0", [], []) == "lease_lost"
+
+
+def test_commit_import_refuses_a_second_live_primary_of_a_series(index: MetadataIndex) -> None:
+    first = _create(index, 1)
+    index.insert_job(_job(1))
+    job = index.claim_job("w0", 1000.0, 30.0)
+    assert job is not None
+    rival = replace(_set(99), search=first.search)  # same study and series, primary too
+    creation = (rival, _v1(rival, key="meta/rival/1"), _frames(1, "r-"))
+    done = replace(job, status="COMPLETED", ended_at=1002.0)
+    assert index.commit_import(DS, done, "w0", [creation], []) == "conflict"
+    assert index.get_image_set(DS, rival.id) is None
+    non_primary = replace(rival, is_primary=False)
+    version = replace(_v1(non_primary, key="meta/rival/1"), is_primary=False)
+    assert index.commit_import(DS, done, "w0", [(non_primary, version, [])], []) == "ok"
+    found = index.find_primary(
+        DS, first.search["DICOMStudyInstanceUID"], first.search["DICOMSeriesInstanceUID"]
+    )
+    assert found is not None and found.id == first.id
+
+
+def test_concurrent_claims_hand_each_job_to_one_worker(index: MetadataIndex) -> None:
+    for i in range(12):
+        index.insert_job(_job(i))
+
+    def drain(worker: int) -> list[str]:
+        got = []
+        while (job := index.claim_job(f"w{worker}", 1000.0, 30.0)) is not None:
+            got.append(job.id)
+        return got
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(drain, range(4)))
+    ids = [j for r in results for j in r]
+    assert sorted(ids) == sorted(f"{i:032x}" for i in range(12))  # each exactly once

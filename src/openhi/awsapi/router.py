@@ -11,6 +11,7 @@ from botocore.model import OperationModel, ServiceModel
 from openhi.awsapi.service import load_service_model
 
 _LABEL = re.compile(r"\{([^{}]+)\}")
+_MAX_CACHED_MATCHES = 4096
 
 
 class RouteNotFound(Exception):
@@ -77,6 +78,8 @@ class Router:
         for routes in by_method.values():
             routes.sort(key=lambda r: (-r.literal_chars, len(r.labels)))
         self._by_method = by_method
+        # (method, raw path) -> matched route: a client reads many frames of one image set through one path
+        self._matches: dict[tuple[str, str], tuple[OperationModel, dict[str, str]]] = {}
 
     @staticmethod
     def _try(route: _Route, raw_path: str) -> dict[str, str] | None:
@@ -88,10 +91,16 @@ class Router:
     def match(self, method: str, raw_path: str) -> tuple[OperationModel, dict[str, str]]:
         """Return the operation and its percent-decoded uri labels, or raise :class:`RouteNotFound`."""
         method = method.upper()
+        hit = self._matches.get((method, raw_path))
+        if hit is not None:
+            return hit[0], dict(hit[1])
         for route in self._by_method.get(method, ()):
             params = self._try(route, raw_path)
             if params is not None:
-                return route.op, params
+                if len(self._matches) >= _MAX_CACHED_MATCHES:
+                    self._matches.clear()
+                self._matches[(method, raw_path)] = (route.op, params)
+                return route.op, dict(params)
         allowed = tuple(
             sorted(
                 other

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field, replace
@@ -13,6 +13,7 @@ from typing import Any
 
 from openhi.core.env import Env
 from openhi.core.ids import new_id
+from openhi.core.import_reports import write_reports
 from openhi.core.keys import frame_key, metadata_key
 from openhi.core.records import FrameRef, ImageSet, ImageSetVersion, ImportJob
 from openhi.dicom.document import (
@@ -86,32 +87,58 @@ class Outcome:
     success: list[tuple[str, ProcessedInstance]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
     server_errors: int = 0
+
+
+@dataclass
+class Plan:
+    """One attempt at placing the job's instances: the index changes and where each instance went."""
+
+    creations: list[tuple[ImageSet, ImageSetVersion, list[FrameRef]]] = field(default_factory=list)
+    appends: list[tuple[VersionCommit, int]] = field(default_factory=list)
+    metadata_keys: list[str] = field(default_factory=list)
     placed: dict[str, tuple[str, int, bool]] = field(
         default_factory=dict
     )  # sop uid -> (set id, version, primary)
     summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # primary sets this plan creates: (study, series) -> (head, document)
+    new_primaries: dict[tuple[str, str], tuple[ImageSet, dict[str, Any]]] = field(default_factory=dict)
+
+
+class LeaseLost(Exception):
+    """Another worker owns the job now (this worker stalled past its lease, or is shutting down)."""
+
+
+COMMIT_ATTEMPTS = 5
 
 
 class ImportRun:
-    def __init__(self, env: Env, job: ImportJob, commit_lock: threading.Lock) -> None:
+    """Run one claimed job to its end; the job's status is written only while ``worker_id`` owns it."""
+
+    def __init__(self, env: Env, job: ImportJob, worker_id: str, lost: threading.Event | None = None) -> None:
         self.env = env
         self.job = job
-        self.commit_lock = commit_lock
+        self.worker_id = worker_id
+        self.lost = lost or threading.Event()
         self.outcome = Outcome()
 
     def run(self) -> None:
         job = self.job
-        job.status = "IN_PROGRESS"
-        self.env.index.update_job(job)
         try:
             message = self._run()
+        except LeaseLost:
+            log.info("import job %s: lease lost by %s; another worker finishes it", job.id, self.worker_id)
+            return
         except Exception as exc:  # the job itself failed: report, never crash the worker
             log.exception("import job %s failed", job.id)
             message = f"Import job failed: {type(exc).__name__}: {exc}"
-        job.status = "FAILED" if message else "COMPLETED"
-        job.message = message
-        job.ended_at = self.env.clock()
-        self.env.index.update_job(job)
+        if message is None:
+            return  # COMPLETED together with its image sets
+        failed = replace(job, status="FAILED", message=message, ended_at=self.env.clock())
+        self.env.index.finish_job(failed, self.worker_id)
+
+    def check_lease(self) -> None:
+        if self.lost.is_set():
+            raise LeaseLost(self.job.id)
 
     def _run(self) -> str | None:
         s = self.env.settings
@@ -131,11 +158,9 @@ class ImportRun:
         storage_format = ds.lossless_storage_format if ds else "HTJ2K"
         self.outcome.scanned = len(objects)
         for info, result in self._process(objects, bucket, storage_format):
+            self.check_lease()
             self._record(info, result)
-        with self.commit_lock:
-            self._commit()
-        self._write_reports()
-        return None
+        return self._commit()
 
     def _process(
         self, objects: list[ObjectInfo], bucket: str, storage_format: str
@@ -161,23 +186,27 @@ class ImportRun:
         limit = 4 * max(1, getattr(pool, "_max_workers", 2))
         pending = iter(objects)
         exhausted = False
-        while in_flight or not exhausted:
-            while not exhausted and len(in_flight) < limit:
-                nxt = next(pending, None)
-                if nxt is None:
-                    exhausted = True
-                    break
-                if nxt.size > max_file:
-                    yield nxt, InstanceRejected("ValidationException", too_big.format(nxt.size, max_file))
+        try:
+            while in_flight or not exhausted:
+                while not exhausted and len(in_flight) < limit:
+                    nxt = next(pending, None)
+                    if nxt is None:
+                        exhausted = True
+                        break
+                    if nxt.size > max_file:
+                        yield nxt, InstanceRejected("ValidationException", too_big.format(nxt.size, max_file))
+                        continue
+                    in_flight[pool.submit(work, nxt.key)] = nxt
+                if not in_flight:
                     continue
-                in_flight[pool.submit(work, nxt.key)] = nxt
-            if not in_flight:
-                continue
-            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-            for fut in done:
-                finished = in_flight.pop(fut)
-                error = fut.exception()
-                yield finished, (error if error is not None else fut.result())
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    finished = in_flight.pop(fut)
+                    error = fut.exception()
+                    yield finished, (error if error is not None else fut.result())
+        finally:
+            for fut in in_flight:  # abandoned (lease lost): don't let queued files run for nothing
+                fut.cancel()
 
     def _record(self, info: ObjectInfo, result: ProcessedInstance | BaseException) -> None:
         if isinstance(result, InstanceRejected):
@@ -198,29 +227,66 @@ class ImportRun:
         )
 
     # -- grouping and commit
-    def _commit(self) -> None:
+    def _commit(self) -> str | None:
+        """Group against the primaries of the moment and commit atomically; regroup after a race."""
+        for attempt in range(COMMIT_ATTEMPTS):
+            self.check_lease()
+            plan = self._plan()
+            write_reports(self.env.objects, self.job, self.outcome, plan.placed, plan.summaries)
+            done = replace(self.job, status="COMPLETED", message=None, ended_at=self.env.clock())
+            result = self.env.index.commit_import(
+                self.job.datastore_id, done, self.worker_id, plan.creations, plan.appends
+            )
+            if result == "ok":
+                self.job.status, self.job.ended_at = done.status, done.ended_at
+                return None
+            self.env.index.enqueue_gc(plan.metadata_keys, self.env.clock())  # this attempt's documents
+            if result == "lease_lost":
+                raise LeaseLost(self.job.id)
+            log.info(
+                "import job %s: commit attempt %d raced another writer; regrouping", self.job.id, attempt
+            )
+            time.sleep(0.05 * (attempt + 1))
+        return (
+            f"The image sets of this job could not be committed after {COMMIT_ATTEMPTS} attempts: other "
+            "writers kept changing the same primary image sets. Start the job again."
+        )
+
+    def _plan(self) -> Plan:
+        plan = Plan()
         groups: dict[tuple[str, str], dict[tuple[Any, ...], list[ProcessedInstance]]] = {}
         for _key, p in self.outcome.success:
             groups.setdefault((p.study_uid, p.series_uid), {}).setdefault(conflict_keys(p), []).append(p)
         for (study_uid, series_uid), subgroups in groups.items():
             for keys, items in subgroups.items():
-                self._place(study_uid, series_uid, keys, items)
+                self._place(plan, study_uid, series_uid, keys, items)
+        return plan
 
     def _place(
-        self, study_uid: str, series_uid: str, keys: tuple[Any, ...], items: list[ProcessedInstance]
+        self,
+        plan: Plan,
+        study_uid: str,
+        series_uid: str,
+        keys: tuple[Any, ...],
+        items: list[ProcessedInstance],
     ) -> None:
         ds_id = self.job.datastore_id
+        if (study_uid, series_uid) in plan.new_primaries:  # created by this job with other keys
+            self._create(plan, items, is_primary=False)
+            return
         primary = self.env.index.find_primary(ds_id, study_uid, series_uid)
         if primary is not None:
             doc = self._load(primary)
-            if doc_conflict_keys(doc) == keys and self._merge(primary, doc, items):
-                return
-            self._create(items, is_primary=False)
+            if primary.state == "ACTIVE" and doc_conflict_keys(doc) == keys:
+                self._merge(plan, primary, doc, items)
+            else:
+                self._create(plan, items, is_primary=False)
             return
-        siblings = self.env.index.list_primary_in_study(ds_id, study_uid)
+        siblings = [self._load(s) for s in self.env.index.list_primary_in_study(ds_id, study_uid)]
+        siblings += [doc for (study, _), (_, doc) in plan.new_primaries.items() if study == study_uid]
         study_keys = keys[:5]
-        consistent = all(doc_conflict_keys(self._load(s))[:5] == study_keys for s in siblings)
-        self._create(items, is_primary=consistent)
+        consistent = all(doc_conflict_keys(doc)[:5] == study_keys for doc in siblings)
+        self._create(plan, items, is_primary=consistent, series=(study_uid, series_uid))
 
     def _load(self, head: ImageSet) -> dict[str, Any]:
         version = self.env.index.get_version(head.datastore_id, head.id, head.content_version)
@@ -228,14 +294,22 @@ class ImportRun:
         doc: dict[str, Any] = decode_document(self.env.blobs.get(version.metadata_key))
         return doc
 
-    def _create(self, items: list[ProcessedInstance], *, is_primary: bool) -> None:
+    def _create(
+        self,
+        plan: Plan,
+        items: list[ProcessedInstance],
+        *,
+        is_primary: bool,
+        series: tuple[str, str] | None = None,
+    ) -> None:
         ds_id = self.job.datastore_id
         set_id = new_id()
         first = items[-1]
         doc = build_document(ds_id, set_id, first.patient, first.study, first.series_uid, first.series, {})
         doc = merge_instances(doc, items)
-        key = metadata_key(ds_id, set_id, 1)
+        key = metadata_key(ds_id, set_id, 1)  # a fresh set id: unique already
         self.env.blobs.put(key, encode_document(doc))
+        plan.metadata_keys.append(key)
         now = self.env.clock()
         head = ImageSet(
             datastore_id=ds_id,
@@ -251,15 +325,19 @@ class ImportRun:
             search=search_tags(doc),
         )
         version = ImageSetVersion(ds_id, set_id, 1, "ACTIVE", "CREATED", now, now, is_primary, key)
-        self.env.index.create_image_set(head, version, self._frame_refs(items))
-        self._placed(set_id, 1, is_primary, items)
+        plan.creations.append((head, version, self._frame_refs(items)))
+        if is_primary and series is not None:
+            plan.new_primaries[series] = (head, doc)
+        _placed(plan, set_id, 1, is_primary, items)
 
-    def _merge(self, head: ImageSet, doc: dict[str, Any], items: list[ProcessedInstance]) -> bool:
+    def _merge(self, plan: Plan, head: ImageSet, doc: dict[str, Any], items: list[ProcessedInstance]) -> None:
         ds_id = self.job.datastore_id
         new_version = head.latest_version + 1
         merged = merge_instances(doc, items)
-        key = metadata_key(ds_id, head.id, new_version)
+        # a per-attempt nonce: a regrouped attempt or a re-run after a crash never rewrites a blob
+        key = metadata_key(ds_id, head.id, new_version, nonce=new_id()[:8])
         self.env.blobs.put(key, encode_document(merged))
+        plan.metadata_keys.append(key)
         now = self.env.clock()
         row = ImageSetVersion(
             ds_id, head.id, new_version, "ACTIVE", "IMPORTED", head.created_at, now, True, key
@@ -275,11 +353,8 @@ class ImportRun:
             touch=True,
             frames=self._frame_refs(items),
         )
-        if not self.env.index.append_version(ds_id, commit, head.latest_version):
-            self.env.index.enqueue_gc([key], now)  # the set was locked or moved on: this blob is unused
-            return False
-        self._placed(head.id, new_version, True, items)
-        return True
+        plan.appends.append((commit, head.latest_version))
+        _placed(plan, head.id, new_version, True, items)
 
     def _frame_refs(self, items: list[ProcessedInstance]) -> list[FrameRef]:
         refs = []
@@ -289,61 +364,17 @@ class ImportRun:
                 refs.append(FrameRef(frame["ID"], frame_key(self.job.datastore_id, frame["ID"]), ts))
         return refs
 
-    def _placed(self, set_id: str, version: int, is_primary: bool, items: list[ProcessedInstance]) -> None:
-        for p in items:
-            self.outcome.placed[p.sop_uid] = (set_id, version, is_primary)
-        summary = self.outcome.summaries.setdefault(
-            set_id,
-            {
-                "imageSetId": set_id,
-                "imageSetVersion": version,
-                "isPrimary": is_primary,
-                "numberOfMatchedSOPInstances": 0,
-            },
-        )
-        summary["numberOfMatchedSOPInstances"] += len(items)
 
-    # -- reports
-    def _write_reports(self) -> None:
-        out_bucket, out_prefix = parse_s3_uri(self.job.output_s3_uri)
-        base = self.job.output_s3_uri
-        success_lines, warning_lines = [], []
-        for key, p in self.outcome.success:
-            set_id, version, primary = self.outcome.placed[p.sop_uid]
-            response: dict[str, Any] = {
-                "imageSetId": set_id,
-                "imageSetVersion": version,
-                "isPrimary": primary,
-            }
-            success_lines.append({"inputFile": key, "importResponse": response})
-            if p.warnings:
-                warning_lines.append(
-                    {"inputFile": key, "importResponse": {**response, "warnings": p.warnings}}
-                )
-        o = self.outcome
-        manifest = {
-            "jobSummary": {
-                "jobId": self.job.id,
-                "datastoreId": self.job.datastore_id,
-                "inputS3Uri": self.job.input_s3_uri,
-                "outputS3Uri": base,
-                "successOutputS3Uri": f"{base}SUCCESS/",
-                "failureOutputS3Uri": f"{base}FAILURE/",
-                "warningsOutputS3Uri": f"{base}WARNING/",
-                "numberOfScannedFiles": o.scanned,
-                "numberOfImportedFiles": len(o.success),
-                "numberOfFilesWithCustomerError": len(o.failures) - o.server_errors,
-                "numberOfFilesWithServerError": o.server_errors,
-                "numberOfGeneratedImageSets": len(o.summaries),
-                "imageSetsSummary": list(o.summaries.values()),
-            }
-        }
-        put = self.env.objects.put
-        put(out_bucket, f"{out_prefix}SUCCESS/success.ndjson", _ndjson(success_lines))
-        put(out_bucket, f"{out_prefix}FAILURE/failure.ndjson", _ndjson(o.failures))
-        put(out_bucket, f"{out_prefix}WARNING/warning.ndjson", _ndjson(warning_lines))
-        put(out_bucket, f"{out_prefix}job-output-manifest.json", json.dumps(manifest, indent=2).encode())
-
-
-def _ndjson(lines: list[dict[str, Any]]) -> bytes:
-    return b"".join(json.dumps(line, separators=(",", ":")).encode() + b"\n" for line in lines)
+def _placed(plan: Plan, set_id: str, version: int, is_primary: bool, items: list[ProcessedInstance]) -> None:
+    for p in items:
+        plan.placed[p.sop_uid] = (set_id, version, is_primary)
+    summary = plan.summaries.setdefault(
+        set_id,
+        {
+            "imageSetId": set_id,
+            "imageSetVersion": version,
+            "isPrimary": is_primary,
+            "numberOfMatchedSOPInstances": 0,
+        },
+    )
+    summary["numberOfMatchedSOPInstances"] += len(items)

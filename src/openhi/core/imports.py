@@ -1,8 +1,8 @@
-"""DICOM import jobs: start (idempotent), get, list, and run in the background."""
+"""DICOM import jobs: start (idempotent: a SUBMITTED row in the queue), get and list."""
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Callable
 from typing import Any
 
 from openhi.core.datastores import DatastoreService
@@ -22,8 +22,8 @@ class ImportService:
         self.env = env
         self.paginator = paginator
         self.datastores = datastores
-        # one import at a time per process commits image sets, so primary grouping sees a consistent store
-        self._commit_lock = threading.Lock()
+        # wakes this process's import worker, if it runs one; workers elsewhere poll the queue
+        self.on_submit: Callable[[], None] | None = None
 
     def start(
         self,
@@ -37,7 +37,7 @@ class ImportService:
         input_owner_account_id: str | None = None,
         import_configuration: dict[str, Any] | None = None,
     ) -> ImportJob:
-        """Record a SUBMITTED job and run it in the background.
+        """Record a SUBMITTED job; an import worker (in any process sharing the index) runs it.
 
         Raises:
             NotFoundError / ConflictError: the datastore is missing or not ACTIVE; the token was reused
@@ -86,13 +86,9 @@ class ImportService:
                     f"clientToken {client_token} was already used for import job {stored.id} with different parameters."
                 )
             return stored
-        self._schedule(job)
+        if self.on_submit is not None:
+            self.on_submit()
         return job
-
-    def _schedule(self, job: ImportJob) -> None:
-        from openhi.core.import_run import ImportRun  # pixel stack loads with the first job, not at start
-
-        self.env.tasks.submit(f"import-{job.id}", lambda: ImportRun(self.env, job, self._commit_lock).run())
 
     def get(self, datastore_id: str, job_id: str) -> ImportJob:
         self.datastores.get(datastore_id)
@@ -115,17 +111,3 @@ class ImportService:
             rows = rows[:limit]
             token = self.paginator.issue("ListDICOMImportJobs", query, [rows[-1].submitted_at, rows[-1].id])
         return rows, token
-
-    def recover(self) -> None:
-        """At start: run SUBMITTED jobs; end jobs a dead process left IN_PROGRESS as FAILED."""
-        for job in self.env.index.jobs_in_status(RUNNING):
-            if job.status == "SUBMITTED":
-                self._schedule(job)
-                continue
-            job.status = "FAILED"
-            job.ended_at = self.env.clock()
-            job.message = (
-                "Import job interrupted by a server restart before it finished; no image set from it was "
-                "committed partially. Start the job again."
-            )
-            self.env.index.update_job(job)

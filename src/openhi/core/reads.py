@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -19,6 +20,7 @@ from openhi.ports.blobs import BlobNotFound
 MAX_PAGE = 50
 JPH = "image/jph"
 JPHC = "image/jphc"
+_HTJ2K_OFFERED = [JPH, JPHC]
 
 
 @dataclass
@@ -105,6 +107,9 @@ class ImageSetReader:
         self.paginator = paginator
         self.datastores = datastores
         self.touches = TouchBuffer(env)
+        self._frames_inline: bool | None = None
+        # blob key -> local file (a pure function of the key): saves building the path for every frame
+        self._local_path = functools.lru_cache(maxsize=4096)(self._local_path_uncached)
 
     def close(self) -> None:
         self.touches.close()
@@ -198,6 +203,33 @@ class ImageSetReader:
         return data
 
     # -- GetImageFrame
+    @property
+    def frames_inline(self) -> bool:
+        """Whether :meth:`frame` is short enough to run on the server's event loop: an in-process index
+        (SQLite) and blobs that are local files, so a frame costs tens of microseconds and no network wait."""
+        inline = self._frames_inline
+        if inline is None:
+            inline = self._frames_inline = (
+                self.env.index.local_reads
+                and self.env.blobs.local_path("frames/inline-probe/inline-probe") is not None
+            )
+        return inline
+
+    def _frame_blob(self, blob_key: str) -> bytes:
+        """``blobs.get``; a blob that is a local file is read straight from it (unbuffered, no path objects)."""
+        path = self._local_path(blob_key)
+        if path is None:
+            return self.env.blobs.get(blob_key)
+        try:
+            with open(path, "rb", buffering=0) as fh:
+                return fh.read()
+        except FileNotFoundError:
+            raise BlobNotFound(blob_key) from None
+
+    def _local_path_uncached(self, blob_key: str) -> str | None:
+        path = self.env.blobs.local_path(blob_key)
+        return None if path is None else str(path)
+
     def frame(self, datastore_id: str, image_set_id: str, frame_id: str, accept: str | None = None) -> Frame:
         """A frame in its stored syntax (HTJ2K RPCL as a JPH file, or bare as image/jphc). A touch.
 
@@ -205,21 +237,26 @@ class ImageSetReader:
             NotFoundError: unknown datastore, image set or frame; the set was deleted.
             NotAcceptableError: ``accept`` allows none of the frame's representations.
         """
-        self._live_head(datastore_id, image_set_id)
-        ref = self.env.index.get_frame(datastore_id, image_set_id, frame_id)
+        found = self.env.index.get_frame_for_read(datastore_id, image_set_id, frame_id)
+        if found is None:
+            self.datastores.get(datastore_id)  # names the datastore when that is what is missing
+            raise NotFoundError(f"Image set {image_set_id} does not exist in datastore {datastore_id}.")
+        state, ref = found
+        if state == "DELETED":
+            raise NotFoundError(f"Image set {image_set_id} was deleted from datastore {datastore_id}.")
         if ref is None:
             raise NotFoundError(f"Image frame {frame_id} does not exist in image set {image_set_id}.")
         try:
-            data = self.env.blobs.get(ref.blob_key)
+            data = self._frame_blob(ref.blob_key)
         except BlobNotFound:
             raise NotFoundError(
                 f"Image frame {frame_id} of image set {image_set_id} is not stored."
             ) from None
         htj2k_rpcl = ref.stored_ts == HTJ2K_RPCL or (not ref.stored_ts and data[:4] == SOC_SIZ)
-        offered = [JPH, JPHC] if htj2k_rpcl else [content_type(ref.stored_ts or None)]
-        chosen = negotiate(accept, offered)
+        offered = _HTJ2K_OFFERED if htj2k_rpcl else [content_type(ref.stored_ts or None)]
+        chosen = offered[0] if accept is None else negotiate(accept, offered)
         if htj2k_rpcl and chosen == JPH:
-            data = wrap_jph(data)
+            data = _as_jph(data)
         self.touches.touch(datastore_id, image_set_id)
         return Frame(data, chosen)
 
@@ -251,6 +288,23 @@ class ImageSetReader:
             if pending is not None:
                 rows[i] = replace(row, last_accessed_at=pending, storage_tier="FREQUENT_ACCESS")
         return SearchPage(rows, sort_echo(query), token)
+
+
+@functools.lru_cache(maxsize=256)
+def _jph_prefix(siz: bytes) -> bytes:
+    """The JPH boxes that come before the codestream box, for a codestream that starts with ``siz`` (SOC and
+    the SIZ segment, all that ``wrap_jph`` reads). Frames of one geometry share it, so it is cached."""
+    wrapped = wrap_jph(siz)
+    return wrapped[: len(wrapped) - len(siz) - 8]
+
+
+def _as_jph(codestream: bytes) -> bytes:
+    """``wrap_jph(codestream)``, byte for byte, with one copy of the codestream instead of three."""
+    if len(codestream) < 6:
+        return wrap_jph(codestream)  # not even a SIZ length: fails exactly as wrap_jph does
+    siz = codestream[: 4 + int.from_bytes(codestream[4:6], "big")]
+    box_header = (8 + len(codestream)).to_bytes(4, "big") + b"jp2c"
+    return b"".join((_jph_prefix(siz), box_header, codestream))
 
 
 def _sort_value(row: ImageSet, column: str) -> Any:

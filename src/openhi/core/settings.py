@@ -20,6 +20,9 @@ class Settings:
     max_frames_per_copy: int = 1000
     archive_after_seconds: float = 30 * 24 * 3600
     datastore_transition_seconds: float = 0.05
+    # an import job's lease: a worker renews it every third of this; a job whose worker died is taken
+    # over by another worker once it expires
+    job_lease_seconds: float = 30.0
 
 
 def settings_from_env(environ: dict[str, str] | None = None, **overrides: object) -> Settings:

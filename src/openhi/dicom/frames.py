@@ -12,6 +12,11 @@ from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.utils import pack_bits
 
 PIXEL_DATA = 0x7FE00010
+#: Little-endian native syntaxes whose Pixel Data bytes can be viewed as pixels without pydicom.
+_NATIVE_LE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
+#: Image Pixel module elements pydicom requires before it decodes native data (all must be present).
+_REQUIRED_PIXEL_TAGS = (0x00280002, 0x00280004, 0x00280010, 0x00280011, 0x00280100, 0x00280101, 0x00280103)
+_MONOCHROME = frozenset({"MONOCHROME1", "MONOCHROME2"})
 
 
 class PixelDataError(ValueError):
@@ -99,12 +104,61 @@ def native_frames(ds: Dataset, info: PixelInfo) -> list[bytes]:
     return [bytes(view[i * size : (i + 1) * size]) for i in range(info.frames)]
 
 
+def _native_monochrome(ds: Dataset, transfer_syntax: str) -> list[np.ndarray] | None:
+    """Frames of little-endian native single-sample 8/16/32-bit data as views on the Pixel Data bytes.
+
+    The common case (CT, MR, …) without pydicom's decoder machinery; the values are exactly what
+    pydicom's native decoder yields (including its correction of unused high bits when Bits Stored <
+    Bits Allocated). Returns ``None`` whenever anything is unusual (missing or out-of-range Image
+    Pixel values, colour, bit-packed data, Pixel Data of unexpected length): pydicom decides then.
+    """
+    if transfer_syntax not in _NATIVE_LE or any(tag not in ds for tag in _REQUIRED_PIXEL_TAGS):
+        return None
+    try:
+        samples, photometric = int(ds.SamplesPerPixel), str(ds.PhotometricInterpretation)
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        allocated, stored, signed = int(ds.BitsAllocated), int(ds.BitsStored), int(ds.PixelRepresentation)
+        frames = int(ds.get("NumberOfFrames") or 1)
+        data = ds.PixelData
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if (
+        samples != 1
+        or photometric not in _MONOCHROME
+        or allocated not in (8, 16, 32)
+        or not 1 <= stored <= allocated
+        or signed not in (0, 1)
+        or not (0 < rows < 65536 and 0 < cols < 65536 and frames >= 1)
+        or not isinstance(data, bytes)
+    ):
+        return None
+    frame_bytes = rows * cols * (allocated // 8)
+    expected = frame_bytes * frames
+    if len(data) not in (expected, expected + expected % 2):
+        return None  # pydicom pads, trims or finds excess frames: let it
+    dtype = np.dtype(f"<{'ui'[signed]}{allocated // 8}")
+    pixels = np.frombuffer(data, dtype=dtype, count=rows * cols * frames).reshape(frames, rows, cols)
+    if stored < allocated:  # pydicom's correct_unused_bits: shift the unused high bits out
+        shift = allocated - stored
+        pixels = pixels.copy()
+        np.left_shift(pixels, shift, out=pixels)
+        np.right_shift(pixels, shift, out=pixels)
+    if not pixels.dtype.isnative:  # pragma: no cover - big-endian hosts
+        pixels = pixels.astype(pixels.dtype.newbyteorder("="))
+    return list(pixels)
+
+
 def decoded_frames(ds: Dataset, transfer_syntax: str) -> Iterator[np.ndarray]:
     """Yield each frame decoded by pydicom: rows × cols [× samples], interleaved, native byte order.
 
     Colour spaces are left as stored (``raw=True``: YBR_FULL is not converted to RGB); JPEG 2000
     decoders undo their own RCT/ICT, and native YBR_FULL_422 is upsampled to full resolution.
+    Little-endian native monochrome data is viewed directly (same values, no decoder set-up).
     """
+    fast = _native_monochrome(ds, transfer_syntax)
+    if fast is not None:
+        yield from fast
+        return
     try:
         decoder = get_decoder(transfer_syntax)
         for arr, _ in decoder.iter_array(ds, raw=True, view_only=True):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from io import BytesIO
@@ -13,7 +12,13 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from openhi.codec import transfer_syntax as tsx
-from openhi.codec.j2k import decode_j2k, encode_htj2k_rpcl, encode_j2k_lossless
+from openhi.codec.j2k import (
+    crc32,
+    decode_htj2k,
+    decode_j2k_part1,
+    encode_htj2k_rpcl,
+    encode_j2k_lossless,
+)
 from openhi.core.ids import new_id
 from openhi.dicom.frames import (
     PixelDataError,
@@ -147,7 +152,7 @@ def _as_is(
             (
                 int(a.min()),
                 int(a.max()),
-                zlib.crc32(np.ascontiguousarray(a).data) if decompressed else None,
+                crc32(a) if decompressed else None,
             )
             for a in decoded_frames(ds, ts)
         ][: len(raw)]
@@ -156,9 +161,7 @@ def _as_is(
             raise
         # video, JPEG XL or an undecodable frame: no pixel range
     entries = [
-        _frame_entry(
-            info.columns, info.rows, zlib.crc32(data) if crc is None else crc, info.frame_size, lo, hi
-        )
+        _frame_entry(info.columns, info.rows, crc32(data) if crc is None else crc, info.frame_size, lo, hi)
         for data, (lo, hi, crc) in zip(raw, stats, strict=False)
     ]
     return raw, entries
@@ -166,7 +169,10 @@ def _as_is(
 
 def _transcode(ds: Dataset, ts: str, stored_ts: str) -> tuple[list[bytes], list[dict[str, Any]]]:
     """Decode, re-encode losslessly, decode the result and require bit-exact equality per frame."""
-    encode = encode_j2k_lossless if stored_ts == tsx.J2K_LOSSLESS else encode_htj2k_rpcl
+    if stored_ts == tsx.J2K_LOSSLESS:
+        encode, decode = encode_j2k_lossless, decode_j2k_part1
+    else:
+        encode, decode = encode_htj2k_rpcl, decode_htj2k
     out: list[bytes] = []
     entries: list[dict[str, Any]] = []
     for index, pixels in enumerate(decoded_frames(ds, ts)):
@@ -174,7 +180,7 @@ def _transcode(ds: Dataset, ts: str, stored_ts: str) -> tuple[list[bytes], list[
             pixels = pixels[:, :, 0]
         try:
             stored = encode(pixels)
-            decoded = decode_j2k(stored)
+            decoded = decode(stored)
         except Exception as exc:  # codec errors: imagecodecs raises its own RuntimeError subclasses
             raise _EncodeFailed(str(exc)) from exc
         if (
@@ -184,9 +190,9 @@ def _transcode(ds: Dataset, ts: str, stored_ts: str) -> tuple[list[bytes], list[
         ):
             raise _reject(f"Pixel data verification failed for frame {index + 1}")
         rows, cols = pixels.shape[:2]
-        checksum = zlib.crc32(np.ascontiguousarray(decoded).data)
+        # the decoded frame is a fresh C-contiguous array equal to the source: checksum it as is
         entries.append(
-            _frame_entry(cols, rows, checksum, decoded.nbytes, int(pixels.min()), int(pixels.max()))
+            _frame_entry(cols, rows, crc32(decoded), decoded.nbytes, int(decoded.min()), int(decoded.max()))
         )
         out.append(stored)
     return out, entries
@@ -204,7 +210,7 @@ def _native_blobs(ds: Dataset, ts: str) -> tuple[list[bytes], list[dict[str, Any
         data = np.ascontiguousarray(pixels).astype(pixels.dtype.newbyteorder("<"), copy=False).tobytes()
         rows, cols = pixels.shape[:2]
         lo, hi = (int(pixels.min()), int(pixels.max())) if pixels.dtype.kind in "iub" else (None, None)
-        entries.append(_frame_entry(cols, rows, zlib.crc32(data), len(data), lo, hi))
+        entries.append(_frame_entry(cols, rows, crc32(data), len(data), lo, hi))
         out.append(data)
     return out, entries
 

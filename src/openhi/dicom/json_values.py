@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import struct
 from collections.abc import Iterator, MutableMapping
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -45,6 +47,8 @@ _INT_RANGE = {
     "UV": (0, 2**64 - 1),
     "SV": (-(2**63), 2**63 - 1),
 }
+#: struct codes of the binary numeric VRs (read straight from raw element bytes).
+_STRUCT_CODE = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "UV": "Q", "SV": "q", "FL": "f", "FD": "d"}
 _HEX_KEY = re.compile(r"^[0-9A-Fa-f]{8}$")
 _INT_STRING = re.compile(r"^[+-]?[0-9]+$")
 
@@ -52,8 +56,10 @@ Encodings = list[str]
 VRMap = MutableMapping[str, str]
 
 
+@lru_cache(maxsize=8192)
 def tag_key(tag: int) -> tuple[str, bool]:
     """Return ``(key, is_keyword)``: the PS3.6 keyword of a public tag, else 8 uppercase hex digits."""
+    tag = int(tag)
     if not (tag >> 16) & 1:
         keyword = keyword_for_tag(tag)
         if keyword and tag_for_keyword(keyword) == tag:  # repeating groups (60xx…) only own their base
@@ -61,6 +67,7 @@ def tag_key(tag: int) -> tuple[str, bool]:
     return f"{tag:08X}", False
 
 
+@lru_cache(maxsize=8192)
 def vm_is_multiple(tag: int) -> bool:
     """Whether the dictionary VM of a public tag allows more than one value."""
     if (tag >> 16) & 1 or not dictionary_has_tag(tag):
@@ -68,6 +75,31 @@ def vm_is_multiple(tag: int) -> bool:
     return dictionary_VM(tag) not in ("1", "0", "")
 
 
+@lru_cache(maxsize=8192)
+def _private_or_unknown(tag: int) -> bool:
+    return bool((tag >> 16) & 1) or not dictionary_has_tag(tag)
+
+
+@lru_cache(maxsize=8192)
+def _numeric_vr(tag: int) -> str | None:
+    """The dictionary VR of a public tag when it is one unambiguous binary numeric VR (US, FD, …)."""
+    if _private_or_unknown(tag):
+        return None
+    vr = dictionary_VR(tag)
+    return vr if vr in _STRUCT_CODE else None
+
+
+def _numeric_json(raw: bytes, vr: str, little_endian: bool, multiple: bool) -> Any:
+    """The JSON value of a binary numeric element from its bytes (what pydicom's conversion gives)."""
+    code = _STRUCT_CODE[vr]
+    count = len(raw) // struct.calcsize(code)
+    if not count:
+        return None
+    values = list(struct.unpack(f"{'<' if little_endian else '>'}{count}{code}", raw))
+    return values if count > 1 or multiple else values[0]
+
+
+@lru_cache(maxsize=8192)
 def _implicit_vr(tag: int) -> str | None:
     """VR of an implicit-VR element: LO for private creators, UN for other private/unknown tags."""
     if (tag >> 16) & 1:
@@ -112,7 +144,7 @@ def _converted_json(elem: DataElement, encodings: Encodings, vrs: VRMap | None, 
     if vr == "SQ":
         if not value:
             return None
-        return [dict(_iter_json(item, encodings, vrs, little_endian)) for item in value]
+        return [{key: v for _, key, v in _iter_json(item, encodings, vrs, little_endian)} for item in value]
     if vr in BINARY_VRS:
         return "" if value is None else _binary_json(bytes(value), vr, little_endian)
     if value is None or value == "" or value == b"":
@@ -169,7 +201,7 @@ def _element_vr(ds: Dataset, tag: int, item: DataElement | RawDataElement) -> st
         vr = item.VR or _implicit_vr(tag)
         if vr is not None and vr != "UN":
             return str(vr)
-        if vr == "UN" and ((tag >> 16) & 1 or not dictionary_has_tag(tag)):
+        if vr == "UN" and _private_or_unknown(tag):
             return "UN"
         return str(ds[tag].VR)
     return str(item.VR)
@@ -177,33 +209,50 @@ def _element_vr(ds: Dataset, tag: int, item: DataElement | RawDataElement) -> st
 
 def _iter_json(
     ds: Dataset, encodings: Encodings, vrs: VRMap | None, little_endian: bool
-) -> Iterator[tuple[str, Any]]:
+) -> Iterator[tuple[int, str, Any]]:
+    """Yield ``(tag, key, value)`` per top-level element of ``ds``, in the dataset's order."""
     charset = ds.get_item(0x00080005)
     if charset is not None:
         encodings = convert_encodings(ds.SpecificCharacterSet) if ds.SpecificCharacterSet else encodings
-    for base_tag in list(ds.keys()):
+    for base_tag, item in list(ds.items()):
         tag = int(base_tag)
         if tag & 0xFFFF == 0 and tag != 0x00020000:
             continue  # retired group lengths (other than the file meta group's) are not carried
-        item = ds.get_item(tag)
-        if isinstance(item, RawDataElement) and not _needs_conversion(tag, item):
-            value = element_to_json(item, encodings, vrs)
-        else:
+        if isinstance(item, RawDataElement) and item.value is None:
+            item = ds.get_item(tag)  # a deferred read: pydicom reads (and converts) it
+        value = _raw_json(tag, item, encodings) if isinstance(item, RawDataElement) else _NOT_RAW
+        if value is _NOT_RAW:
             elem = ds[tag]
             value = None if tag in _BULK_PIXELS else _converted_json(elem, encodings, vrs, little_endian)
         key, is_keyword = tag_key(tag)
         if not is_keyword and vrs is not None:
             vrs[key] = _element_vr(ds, tag, item)
-        yield key, value
+        yield tag, key, value
 
 
-def _needs_conversion(tag: int, raw: RawDataElement) -> bool:
+_NOT_RAW = object()
+
+
+def _raw_json(tag: int, raw: RawDataElement, encodings: Encodings) -> Any:
+    """The JSON value straight from a raw element's bytes, or ``_NOT_RAW`` when pydicom must convert it.
+
+    Text keeps the file's padding; numeric VRs are unpacked here (same values as pydicom's); other
+    VRs (sequences, AT, binary of public tags, ambiguous VRs of implicit files) go through pydicom.
+    """
+    value = raw.value
+    if not isinstance(value, bytes) or tag in _BULK_PIXELS:
+        return _NOT_RAW
     vr = raw.VR or _implicit_vr(tag)
-    if vr is None or not isinstance(raw.value, bytes):
-        return True
-    if vr in TEXT_VRS:
-        return False
-    return not (vr == "UN" and ((tag >> 16) & 1 or not dictionary_has_tag(tag)))
+    if vr is not None:
+        if vr in TEXT_VRS:
+            return _text_json(value, vr, encodings, vm_is_multiple(tag))
+        if vr == "UN" and _private_or_unknown(tag):
+            return _binary_json(value, vr, bool(raw.is_little_endian))
+    else:
+        vr = _numeric_vr(tag)
+    if vr in _STRUCT_CODE and len(value) % struct.calcsize(_STRUCT_CODE[vr]) == 0:
+        return _numeric_json(value, vr, bool(raw.is_little_endian), vm_is_multiple(tag))
+    return _NOT_RAW
 
 
 def dataset_to_json(ds: Dataset) -> tuple[dict[str, Any], dict[str, str]]:
@@ -224,13 +273,7 @@ def iter_dataset_json(ds: Dataset, vrs: VRMap) -> Iterator[tuple[int, str, Any]]
     sources: list[tuple[Dataset, bool]] = [(meta, True)] if meta is not None else []
     sources.append((ds, little_endian))
     for source, le in sources:
-        for key, value in _iter_json(source, ["iso8859"], vrs, le):
-            yield _key_tag(key), key, value
-
-
-def _key_tag(key: str) -> int:
-    tag = tag_for_keyword(key)
-    return int(tag) if tag is not None else int(key, 16)
+        yield from _iter_json(source, ["iso8859"], vrs, le)
 
 
 # ----------------------------------------------------------------------------------------- reverse

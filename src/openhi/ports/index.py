@@ -140,3 +140,44 @@ class MetadataIndex(Protocol):
     def remove_frame_refs(self, image_set_id: str) -> list[str]: ...
 
     def close(self) -> None: ...
+
+    # -- import-job queue (leases): any number of workers, in any process, share the SUBMITTED jobs
+    def claim_job(self, worker_id: str, now: float, lease_seconds: float) -> ImportJob | None:
+        """Take the oldest SUBMITTED job, or an IN_PROGRESS one whose lease expired (its worker died):
+        mark it IN_PROGRESS, owned by ``worker_id`` until ``now + lease_seconds``; None when there is none."""
+        ...
+
+    def renew_job_lease(self, job_id: str, worker_id: str, until: float) -> bool:
+        """Extend the lease while ``worker_id`` still owns the running job; False once it lost it."""
+        ...
+
+    def finish_job(self, job: ImportJob, worker_id: str) -> bool:
+        """Write the job's final status, message and end time, if ``worker_id`` still owns it."""
+        ...
+
+    def commit_import(
+        self,
+        datastore_id: str,
+        job: ImportJob,
+        worker_id: str,
+        creations: list[tuple[ImageSet, ImageSetVersion, list[FrameRef]]],
+        appends: list[tuple[VersionCommit, int]],
+    ) -> str:
+        """One transaction: check that ``worker_id`` owns the job, create every new image set, append
+        every version (conditional on its expected latest version) and mark the job COMPLETED.
+
+        Returns "ok"; "lease_lost" (another worker owns the job now); or "conflict" (an appended set moved
+        on, or another primary set of the series appeared): nothing was changed.
+        """
+        ...
+
+    # -- GetImageFrame hot path
+    #: True when reads are in-process and short (SQLite), so an app may run frame lookups on its event loop
+    local_reads: bool
+
+    def get_frame_for_read(
+        self, datastore_id: str, image_set_id: str, frame_id: str
+    ) -> tuple[str, FrameRef | None] | None:
+        """One read for GetImageFrame: the image set's state and the frame reference. None when the image
+        set does not exist in the datastore; ``(state, None)`` when it does but references no ``frame_id``."""
+        ...

@@ -1,7 +1,8 @@
-"""Test helpers for users and for openhi itself: a real openhi server on a free port, plus boto3 clients."""
+"""Test helpers for users and for openhi itself: real openhi servers (embedded or distributed), boto3 clients."""
 
 from __future__ import annotations
 
+from openhi.testing.distributed import DistributedDeployment
 from openhi.testing.server import RunningServer, free_port
 
-__all__ = ["RunningServer", "free_port"]
+__all__ = ["DistributedDeployment", "RunningServer", "free_port"]

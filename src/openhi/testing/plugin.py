@@ -1,8 +1,15 @@
-"""pytest plugin (auto-registered): ``openhi_server`` (shared per session) and ``openhi_fresh`` fixtures."""
+"""pytest plugin (auto-registered): ``openhi_server`` (shared per session) and ``openhi_fresh`` fixtures.
+
+``OPENHI_TEST_DEPLOYMENT=distributed`` (or ``--openhi-deployment=distributed``) makes them start a
+:class:`~openhi.testing.distributed.DistributedDeployment` (PostgreSQL + SeaweedFS, 2 API processes,
+2 import workers) instead of an embedded server, so one contract suite runs against both.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,27 +17,108 @@ import pytest
 from openhi.testing.server import RunningServer
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--openhi-deployment",
+        choices=("embedded", "distributed"),
+        default=None,
+        help="what the openhi_server/openhi_fresh fixtures start (default $OPENHI_TEST_DEPLOYMENT or embedded)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "openhi_env(**env): environment variables for the server openhi_fresh starts"
+    )
+    config.addinivalue_line(
+        "markers", "distributed: starts a distributed deployment (PostgreSQL + SeaweedFS) of its own"
+    )
+    config.addinivalue_line(
+        "markers", "embedded_only(reason): the test needs the embedded deployment (skipped when distributed)"
+    )
+
+
+def deployment(config: pytest.Config) -> str:
+    chosen = config.getoption("--openhi-deployment", default=None)
+    return str(chosen or os.environ.get("OPENHI_TEST_DEPLOYMENT") or "embedded")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Distributed runs: only tests that go through the deployment fixtures (the others start embedded
+    servers of their own and already ran in the embedded run); embedded_only tests are skipped."""
+    if deployment(config) != "distributed":
+        return
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        (kept if names & {"openhi_server", "openhi_fresh", "medical_imaging"} else dropped).append(item)
+        marker = item.get_closest_marker("embedded_only")
+        if marker is not None:
+            reason = marker.args[0] if marker.args else marker.kwargs.get("reason", "embedded only")
+            item.add_marker(pytest.mark.skip(reason=f"embedded deployment only: {reason}"))
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+def _start(config: pytest.Config, workdir: Path, env: dict[str, str] | None = None, weed: Any = None) -> Any:
+    if deployment(config) != "distributed":
+        return RunningServer(workdir / "data", env=env).start()
+    from openhi.testing.distributed import DistributedDeployment, unavailable
+
+    reason = unavailable()
+    if reason is not None:
+        pytest.fail(f"OPENHI_TEST_DEPLOYMENT=distributed, but: {reason}")
+    return DistributedDeployment(workdir, weed=weed, env=env).start()
+
+
 @pytest.fixture(scope="session")
-def openhi_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """One real openhi server for the whole test session (embedded storage in a temp dir)."""
-    server = RunningServer(tmp_path_factory.mktemp("openhi") / "data").start()
+def _openhi_weed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One SeaweedFS server for every distributed deployment of the session (None when embedded)."""
+    if deployment(request.config) != "distributed":
+        yield None
+        return
+    from openhi.testing.weed import WeedServer
+
+    weed = WeedServer()
+    weed.start(tmp_path_factory.mktemp("openhi-weed"))
+    try:
+        yield weed
+    finally:
+        weed.stop()
+
+
+@pytest.fixture(scope="session")
+def openhi_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, _openhi_weed: Any
+) -> Iterator[Any]:
+    """One real openhi deployment for the whole test session (embedded storage in a temp dir)."""
+    server = _start(request.config, tmp_path_factory.mktemp("openhi"), weed=_openhi_weed)
     try:
         yield server
     finally:
         server.stop()
+        server.close()
 
 
 @pytest.fixture()
-def openhi_fresh(tmp_path: Any) -> Iterator[RunningServer]:
-    """A real openhi server of its own, for tests that restart or kill it."""
-    server = RunningServer(tmp_path / "data").start()
+def openhi_fresh(request: pytest.FixtureRequest, tmp_path: Path, _openhi_weed: Any) -> Iterator[Any]:
+    """A real openhi deployment of its own, for tests that restart or kill it.
+
+    ``@pytest.mark.openhi_env(NAME="value")`` sets environment variables of its processes.
+    """
+    marker = request.node.get_closest_marker("openhi_env")
+    env = {k: str(v) for k, v in marker.kwargs.items()} if marker is not None else None
+    server = _start(request.config, tmp_path, env=env, weed=_openhi_weed)
     try:
         yield server
     finally:
         server.kill()
+        server.close()
 
 
 @pytest.fixture()
-def medical_imaging(openhi_server: RunningServer) -> Any:
+def medical_imaging(openhi_server: Any) -> Any:
     """A boto3 ``medical-imaging`` client bound to the session's openhi server."""
     return openhi_server.client()

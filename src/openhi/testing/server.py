@@ -122,6 +122,43 @@ class RunningServer:
         """Where ``s3://bucket/...`` lives for the embedded object store."""
         return self.data_dir / "buckets" / bucket
 
+    def stage_object(self, bucket: str, key: str, data: bytes) -> None:
+        """Put an object where import jobs read ``s3://bucket/key`` (any deployment has this method)."""
+        path = self.bucket_path(bucket) / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    def read_object(self, bucket: str, key: str) -> bytes | None:
+        """The object ``s3://bucket/key`` an import job wrote, or None when there is none."""
+        path = self.bucket_path(bucket) / key
+        return path.read_bytes() if path.is_file() else None
+
+    def read_blob(self, key: str) -> bytes | None:
+        """The stored bytes of blob ``key`` (``frames/…``, ``metadata/…``), or None when absent."""
+        from openhi.storage.blobs_fs import FsBlobStore
+
+        try:
+            return FsBlobStore(self.data_dir / "blobs").get(key)
+        except Exception:
+            return None
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until ``/readyz`` answers 200 (the index answers too)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.endpoint}/readyz", timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.endpoint}/readyz not ready within {timeout}s")
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        """Release what the deployment holds besides its processes (nothing, for an embedded server)."""
+
     def __enter__(self) -> RunningServer:
         return self.start()
 

@@ -118,6 +118,8 @@ def _head(cur: Cur, datastore_id: str, image_set_id: str) -> ImageSet | None:
 
 class ImageSetTables:
     db: Database
+    #: every read is a network round trip: the app keeps frame lookups off its event loop
+    local_reads = False
 
     def create_image_set(self, head: ImageSet, version: ImageSetVersion, frames: list[FrameRef]) -> None:
         with self.db.tx() as cur:
@@ -159,6 +161,21 @@ class ImageSetTables:
                 (image_set_id, frame_id, datastore_id),
             ).fetchone()
         return None if row is None else FrameRef(row["frame_id"], row["blob_key"], row["stored_ts"])
+
+    def get_frame_for_read(
+        self, datastore_id: str, image_set_id: str, frame_id: str
+    ) -> tuple[str, FrameRef | None] | None:
+        with self.db.tx() as cur:
+            row = cur.execute(
+                "SELECT s.state, f.blob_key, f.stored_ts FROM image_sets s"
+                " LEFT JOIN image_set_frames f ON f.image_set_id = s.id AND f.frame_id = %s"
+                " WHERE s.id = %s AND s.datastore_id = %s",
+                (frame_id, image_set_id, datastore_id),
+            ).fetchone()
+        if row is None:
+            return None
+        blob_key = row["blob_key"]
+        return row["state"], None if blob_key is None else FrameRef(frame_id, blob_key, row["stored_ts"])
 
     def list_frames(self, datastore_id: str, image_set_id: str) -> list[FrameRef]:
         with self.db.tx() as cur:

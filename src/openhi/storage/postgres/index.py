@@ -10,11 +10,12 @@ from openhi.ports.index import SearchQuery
 from openhi.storage.postgres.connection import Database
 from openhi.storage.postgres.control import ControlTables
 from openhi.storage.postgres.imagesets import ImageSetTables
+from openhi.storage.postgres.jobs import JobQueueTables
 from openhi.storage.sqlite.rows import image_set_from
 from openhi.storage.sqlite.search import build_search_sql
 
 
-class PostgresIndex(ControlTables, ImageSetTables):
+class PostgresIndex(ControlTables, JobQueueTables, ImageSetTables):
     """``postgresql://user:password@host:5432/db?schema=NAME&pool_max=N`` (``postgres://`` too).
 
     ``schema`` (the argument wins over the URL) keeps every table in that schema, created if absent.

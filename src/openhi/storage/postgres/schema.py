@@ -148,4 +148,14 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX blob_gc_enqueued ON blob_gc (enqueued_at);
     """,
+    # 2: import-job leases (workers claim jobs with FOR UPDATE SKIP LOCKED) and at most one live
+    # primary set per series (two workers importing the same new series: one creates it, the other retries)
+    """
+    ALTER TABLE import_jobs ADD COLUMN lease_owner TEXT;
+    ALTER TABLE import_jobs ADD COLUMN lease_expires DOUBLE PRECISION;
+    CREATE INDEX import_jobs_claim ON import_jobs (submitted_at, id)
+        WHERE status IN ('SUBMITTED', 'IN_PROGRESS');
+    CREATE UNIQUE INDEX image_sets_one_primary ON image_sets (datastore_id, study_uid, series_uid)
+        WHERE is_primary = 1 AND state <> 'DELETED';
+    """,
 ]

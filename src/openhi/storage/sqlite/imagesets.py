@@ -84,6 +84,8 @@ def _collect(conn: sqlite3.Connection, image_set_id: str, now: float) -> None:
 
 class ImageSetTables:
     db: Database
+    #: reads are in-process and short (a local SQLite file): the app may run frame lookups on its event loop
+    local_reads = True
 
     def create_image_set(self, head: ImageSet, version: ImageSetVersion, frames: list[FrameRef]) -> None:
         with self.db.write() as conn:
@@ -127,6 +129,19 @@ class ImageSetTables:
             (image_set_id, frame_id, datastore_id),
         ).fetchone()
         return None if row is None else FrameRef(row[0], row[1], row[2])
+
+    def get_frame_for_read(
+        self, datastore_id: str, image_set_id: str, frame_id: str
+    ) -> tuple[str, FrameRef | None] | None:
+        row = self.db.conn.execute(
+            "SELECT s.state, f.blob_key, f.stored_ts FROM image_sets s"
+            " LEFT JOIN image_set_frames f ON f.image_set_id = s.id AND f.frame_id = ?"
+            " WHERE s.id = ? AND s.datastore_id = ?",
+            (frame_id, image_set_id, datastore_id),
+        ).fetchone()
+        if row is None:
+            return None
+        return row[0], None if row[1] is None else FrameRef(frame_id, row[1], row[2])
 
     def list_frames(self, datastore_id: str, image_set_id: str) -> list[FrameRef]:
         rows = self.db.conn.execute(

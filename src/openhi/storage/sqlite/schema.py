@@ -132,4 +132,13 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX image_set_versions_metadata ON image_set_versions (metadata_key);
     """,
+    # 3: import-job leases (any number of workers claim jobs) and at most one live primary set per series
+    """
+    ALTER TABLE import_jobs ADD COLUMN lease_owner TEXT;
+    ALTER TABLE import_jobs ADD COLUMN lease_expires REAL;
+    CREATE INDEX import_jobs_claim ON import_jobs (submitted_at, id)
+        WHERE status IN ('SUBMITTED', 'IN_PROGRESS');
+    CREATE UNIQUE INDEX image_sets_one_primary ON image_sets (datastore_id, study_uid, series_uid)
+        WHERE is_primary = 1 AND state != 'DELETED';
+    """,
 ]

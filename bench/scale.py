@@ -1,0 +1,462 @@
+"""Scale-out benchmark: SearchImageSets on PostgreSQL at 10k and 1M image sets, import throughput with
+1 vs 2 workers, GetImageFrame frames/s from S3 (SeaweedFS) vs the file system.
+
+Usage: .venv/bin/python bench/scale.py [--sizes 10000,1000000] [--repeat 200] [--skip-import] [--skip-frames]
+Needs PostgreSQL (OPENHI_TEST_POSTGRES_URL, default postgresql://postgres@127.0.0.1:5432/test) and the
+``weed`` binary. Rows are generated directly with COPY into a fresh schema (dropped at the end). Prints a
+table and writes bench/results/scale-<stamp>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import secrets
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from _common import percentile, table, write_result
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from openhi.core.datastores import DatastoreService
+from openhi.core.env import Env
+from openhi.core.pagination import Paginator
+from openhi.core.reads import ImageSetReader
+from openhi.core.records import Datastore
+from openhi.core.settings import Settings
+from openhi.storage.blobs_memory import MemoryBlobStore
+from openhi.storage.postgres.index import PostgresIndex
+from openhi.storage.tasks_threads import ThreadTaskRunner
+from openhi.testing import RunningServer
+from openhi.testing.distributed import DistributedDeployment, postgres_url
+from openhi.testing.weed import WeedServer
+
+# -- HTTP and query helpers (self-contained: raw HTTP/1.1 on keep-alive connections, signed once)
+CREDS = Credentials("openhi-bench", "openhi-bench-secret")
+DS = "b" * 32
+T0 = datetime(2024, 1, 1, tzinfo=UTC).timestamp()
+YEAR = 365 * 86400.0
+
+
+def signed_post(endpoint: str, path: str, body: bytes) -> bytes:
+    """A complete HTTP/1.1 request (SigV4-signed once, replayed for the whole run)."""
+    request = AWSRequest(
+        method="POST", url=endpoint + path, data=body, headers={"Content-Type": "application/json"}
+    )
+    SigV4Auth(CREDS, "medical-imaging", "us-east-1").add_auth(request)
+    host = endpoint.split("://", 1)[1]
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}"]
+    lines += [f"{k}: {v}" for k, v in request.headers.items() if k.lower() not in ("host", "content-length")]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def plain_get(endpoint: str, path: str) -> bytes:
+    host = endpoint.split("://", 1)[1]
+    return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+
+
+async def _response(reader: asyncio.StreamReader) -> tuple[int, int]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    await reader.readexactly(length)
+    return status, length
+
+
+async def _connection(
+    port: int, requests: list[bytes], offset: int, deadline: float, latencies: list[float], errors: list[int]
+) -> int:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    done = 0
+    i = offset
+    try:
+        while time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            writer.write(requests[i % len(requests)])
+            status, _ = await _response(reader)
+            latencies.append(time.perf_counter() - t0)
+            if status != 200:
+                errors.append(status)
+            done += 1
+            i += 1
+    finally:
+        writer.close()
+    return done
+
+
+async def _load(port: int, requests: list[bytes], connections: int, seconds: float) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors: list[int] = []
+    # warm up: one pass over a few requests per connection
+    await asyncio.gather(
+        *(_connection(port, requests, c * 7, time.perf_counter() + 0.5, [], []) for c in range(connections))
+    )
+    start = time.perf_counter()
+    deadline = start + seconds
+    counts = await asyncio.gather(
+        *(
+            _connection(port, requests, c * len(requests) // connections, deadline, latencies, errors)
+            for c in range(connections)
+        )
+    )
+    elapsed = time.perf_counter() - start
+    return {
+        "connections": connections,
+        "requests": sum(counts),
+        "frames_per_s": sum(counts) / elapsed,
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
+        "errors": len(errors),
+    }
+
+
+def load(port: int, requests: list[bytes], connections: int, seconds: float) -> dict[str, Any]:
+    return asyncio.run(_load(port, requests, connections, seconds))
+
+
+def _iso(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, tz=UTC)
+
+
+def _dt(date: str) -> dict[str, Any]:
+    return {"DICOMStudyDateAndTime": {"DICOMStudyDate": date}}
+
+
+def queries(n: int) -> dict[str, dict[str, Any] | None]:
+    """Representative queries; the EQUAL values name rows that exist (row n/2)."""
+    i = n // 2
+    patient, accession, study, series = (
+        f"PAT{i // 10:06d}",
+        f"ACC{i // 3:07d}",
+        f"1.2.826.{i // 3}",
+        f"1.2.826.{i // 3}.{i % 3}",
+    )
+    eq = lambda v: {"values": [v], "operator": "EQUAL"}  # noqa: E731
+    between = lambda a, b: {"values": [a, b], "operator": "BETWEEN"}  # noqa: E731
+    month = between({"createdAt": _iso(T0 + 0.5 * YEAR)}, {"createdAt": _iso(T0 + 0.5 * YEAR + 30 * 86400)})
+    return {
+        "all, updatedAt DESC": None,
+        "patient EQUAL": {"filters": [eq({"DICOMPatientId": patient})]},
+        "accession EQUAL": {"filters": [eq({"DICOMAccessionNumber": accession})]},
+        "study UID EQUAL": {"filters": [eq({"DICOMStudyInstanceUID": study})]},
+        "series UID EQUAL": {"filters": [eq({"DICOMSeriesInstanceUID": series})]},
+        "isPrimary, studyDate DESC": {
+            "filters": [eq({"isPrimary": True})],
+            "sort": {"sortField": "DICOMStudyDateAndTime", "sortOrder": "DESC"},
+        },
+        "createdAt 1 month": {"filters": [month]},
+        "studyDate 1 year, ASC": {
+            "filters": [between(_dt("20150101"), _dt("20151231"))],
+            "sort": {"sortField": "DICOMStudyDateAndTime", "sortOrder": "ASC"},
+        },
+        "patient AND studyDate": {
+            "filters": [eq({"DICOMPatientId": patient}), between(_dt("20040101"), _dt("20231231"))]
+        },
+        "not primary AND createdAt month, createdAt ASC": {
+            "filters": [eq({"isPrimary": False}), month],
+            "sort": {"sortField": "createdAt", "sortOrder": "ASC"},
+        },
+        "updatedAt whole range, createdAt DESC": {
+            "filters": [between({"updatedAt": _iso(T0 - YEAR)}, {"updatedAt": _iso(T0 + 2 * YEAR)})],
+            "sort": {"sortField": "createdAt", "sortOrder": "DESC"},
+        },
+    }
+
+
+def timed(fn: Any, repeat: int) -> tuple[float, float]:
+    fn()
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return percentile(samples, 50) * 1000, percentile(samples, 99) * 1000
+
+
+def http_search(port: int, request: bytes, repeat: int) -> tuple[float, float]:
+    async def run() -> list[float]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        out = []
+        for i in range(repeat + 1):
+            t0 = time.perf_counter()
+            writer.write(request)
+            status, _ = await _response(reader)
+            assert status == 200, status
+            if i:
+                out.append(time.perf_counter() - t0)
+        writer.close()
+        return out
+
+    samples = asyncio.run(run())
+    return percentile(samples, 50) * 1000, percentile(samples, 99) * 1000
+
+
+COLUMNS = (
+    "id, datastore_id, latest_version, content_version, state, workflow_status, is_primary, created_at,"
+    " updated_at, last_accessed_at, storage_tier, patient_id, patient_name, accession_number, study_id,"
+    " study_uid, series_uid, study_date, study_time, study_datetime, num_series, num_instances"
+)
+
+
+def populate(url: str, schema: str, n: int) -> float:
+    """``n`` image sets shaped like bench/search_scale.py's, with COPY; the seconds it took."""
+    index = PostgresIndex(url, schema=schema)  # creates the tables
+    index.insert_datastore(Datastore(DS, "scale", "ACTIVE", "HTJ2K", T0, T0))
+    index.close()
+    rng = random.Random(7)
+    t0 = time.perf_counter()
+    with psycopg.connect(url) as conn:
+        conn.execute(f"SET search_path TO {schema}")
+        with conn.cursor().copy(f"COPY image_sets ({COLUMNS}) FROM STDIN") as copy:
+            for i in range(n):
+                created = T0 + rng.random() * YEAR
+                updated = created + rng.random() * 86400 * 30
+                dated = rng.random() > 0.1
+                date = (
+                    f"{2004 + rng.randrange(20)}{1 + rng.randrange(12):02d}{1 + rng.randrange(28):02d}"
+                    if dated
+                    else None
+                )
+                time_ = f"{rng.randrange(24):02d}{rng.randrange(60):02d}00" if dated else None
+                key = f"{date}{time_}.000000" if dated else None
+                copy.write_row((
+                    f"{i:032x}", DS, 1, 1, "ACTIVE", "CREATED", int(rng.random() < 0.9), created, updated,
+                    created, "FREQUENT_ACCESS", f"PAT{i // 10:06d}", "DOE^J", f"ACC{i // 3:07d}", f"S{i // 3}",
+                    f"1.2.826.{i // 3}", f"1.2.826.{i // 3}.{i % 3}", date, time_, key, 1, 1,
+                ))  # fmt: skip
+        conn.execute("ANALYZE image_sets")
+    return time.perf_counter() - t0
+
+
+def search_bench(url: str, n: int, repeat: int, tmp: Path) -> list[dict[str, Any]]:
+    schema = f"openhi_bench_{secrets.token_hex(4)}"
+    try:
+        seconds = populate(url, schema, n)
+        print(f"{n} image sets generated with COPY in {seconds:.1f} s", flush=True)
+        index_url = f"{url}{'&' if '?' in url else '?'}schema={schema}"
+        index = PostgresIndex(index_url)
+        env = Env(Settings(), index, MemoryBlobStore(), None, ThreadTaskRunner())  # type: ignore[arg-type]
+        paginator = Paginator(b"bench")
+        reader = ImageSetReader(env, paginator, DatastoreService(env, paginator))
+        rows: list[dict[str, Any]] = []
+        for name, criteria in queries(n).items():
+            page = reader.search(DS, criteria, max_results=50, next_token=None)
+            p50, p99 = timed(lambda c=criteria: reader.search(DS, c, max_results=50, next_token=None), repeat)
+            rows.append(
+                {
+                    "sets": n,
+                    "query": name,
+                    "hits": len(page.image_sets),
+                    "core_p50_ms": p50,
+                    "core_p99_ms": p99,
+                }
+            )
+        reader.close()
+        index.close()
+        server = RunningServer(
+            tmp / f"search-{n}", extra_args=["--index", index_url, "--no-workers", "--blobs", "memory://"]
+        ).start()
+        try:
+            path = f"/datastore/{DS}/searchImageSets?maxResults=50"
+            for row, criteria in zip(rows, queries(n).values(), strict=True):
+                body = json.dumps(criteria or {}, default=lambda d: d.timestamp()).encode()
+                request = signed_post(server.endpoint, path, body)
+                row["http_p50_ms"], row["http_p99_ms"] = http_search(server.port, request, repeat)
+                print(table([row]).splitlines()[-1], flush=True)
+        finally:
+            server.stop()
+        return rows
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def import_bench(tmp: Path, weed: WeedServer, jobs: int, files: int) -> list[dict[str, Any]]:
+    from contract.helpers import active_datastore, wait_for
+    from contract.imaging import ROLE, stage
+    from dicom_factory import make_ct_series
+
+    rows = []
+    for workers in (1, 2):
+        with DistributedDeployment(
+            tmp / f"import-{workers}", weed=weed, workers=workers, api_processes=1
+        ) as dep:
+            dep.wait_workers()
+            client = dep.client()
+            ds_id = active_datastore(client, "bench")
+            uris = [
+                stage(
+                    dep, {f"{i}.dcm": d for i, d in enumerate(make_ct_series(files, 256, 256, seed=100 + j))}
+                )
+                for j in range(jobs)
+            ]
+            t0 = time.perf_counter()
+            ids = [
+                client.start_dicom_import_job(
+                    datastoreId=ds_id,
+                    dataAccessRoleArn=ROLE,
+                    inputS3Uri=u,
+                    outputS3Uri="s3://output-bucket/b/",
+                )["jobId"]
+                for u in uris
+            ]
+            for job_id in ids:
+                wait_for(
+                    lambda j=job_id, c=client, d=ds_id: c.get_dicom_import_job(datastoreId=d, jobId=j)[
+                        "jobProperties"
+                    ]["jobStatus"],
+                    lambda s: s in ("COMPLETED", "FAILED"),
+                    timeout=900,
+                    step=0.1,
+                )
+            seconds = time.perf_counter() - t0
+        rows.append(
+            {
+                "workers": workers,
+                "jobs": jobs,
+                "files": jobs * files,
+                "seconds": seconds,
+                "files_per_s": jobs * files / seconds,
+            }
+        )
+        print(table([rows[-1]]).splitlines()[-1], flush=True)
+    return rows
+
+
+def frames_bench(tmp: Path, weed: WeedServer, url: str, seconds: float) -> list[dict[str, Any]]:
+    from contract.helpers import active_datastore
+    from contract.imaging import run_import
+    from dicom_factory import make_ct_series
+
+    rows = []
+    for label in ("file", "s3"):
+        schema = f"openhi_bench_{secrets.token_hex(4)}"
+        bucket = f"bench-blobs-{secrets.token_hex(3)}"
+        weed.create_bucket(bucket)
+        blobs = f"file://{tmp / ('frames-' + schema)}" if label == "file" else f"s3://{bucket}/b"
+        args = ["--index", f"{url}{'&' if '?' in url else '?'}schema={schema}", "--blobs", blobs]
+        args += ["--s3-endpoint-url", weed.endpoint_url]
+        server = RunningServer(tmp / f"frames-{label}", extra_args=args, env=weed.environment()).start()
+        try:
+            client = server.client()
+            ds_id = active_datastore(client, "frames")
+            result = run_import(
+                client,
+                _S3Staging(server, weed),
+                ds_id,
+                {f"{i}.dcm": d for i, d in enumerate(make_ct_series(20, 512, 512, seed=9))},
+            )
+            set_id = result["success"][0]["importResponse"]["imageSetId"]
+            doc = __import__("contract.imaging", fromlist=["metadata"]).metadata(client, ds_id, set_id)
+            frame_ids = [
+                f["ID"]
+                for s in doc["Study"]["Series"].values()
+                for i in s["Instances"].values()
+                for f in i["ImageFrames"]
+            ]
+            path = f"/datastore/{ds_id}/imageSet/{set_id}/getImageFrame"
+            requests = [
+                signed_post(server.endpoint, path, json.dumps({"imageFrameId": f}).encode())
+                for f in frame_ids
+            ]
+            stats = load(server.port, requests, 8, seconds)
+            rows.append(
+                {
+                    "blobs": label,
+                    "frames": len(frame_ids),
+                    "frames_per_s": stats.get("frames_per_s"),
+                    "p50_ms": stats.get("p50_ms"),
+                    "p99_ms": stats.get("p99_ms"),
+                }
+            )
+            print(table([rows[-1]]).splitlines()[-1], flush=True)
+        finally:
+            server.stop()
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    return rows
+
+
+class _S3Staging:
+    """A RunningServer whose import buckets are in SeaweedFS (stage/read through S3)."""
+
+    def __init__(self, server: RunningServer, weed: WeedServer) -> None:
+        self.server, self.weed = server, weed
+
+    def stage_object(self, bucket: str, key: str, data: bytes) -> None:
+        self.weed.client().put_object(Bucket=bucket, Key=key, Body=data)
+
+    def read_object(self, bucket: str, key: str) -> bytes | None:
+        try:
+            body: bytes = self.weed.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+        except Exception:
+            return None
+        return body
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="10000,1000000")
+    parser.add_argument("--repeat", type=int, default=200)
+    parser.add_argument("--jobs", type=int, default=6)
+    parser.add_argument("--files", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--skip-search", action="store_true")
+    parser.add_argument("--skip-import", action="store_true")
+    parser.add_argument("--skip-frames", action="store_true")
+    args = parser.parse_args()
+    url = postgres_url()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    result: dict[str, Any] = {"postgres": url.split("@")[-1], "sizes": sizes}
+    with tempfile.TemporaryDirectory(prefix="openhi-bench-scale-") as raw:
+        tmp = Path(raw)
+        search: list[dict[str, Any]] = []
+        if not args.skip_search:
+            for n in sizes:
+                search += search_bench(url, n, args.repeat, tmp)
+        weed = WeedServer()
+        weed.start(tmp / "weed")
+        try:
+            imports = [] if args.skip_import else import_bench(tmp, weed, args.jobs, args.files)
+            frames = [] if args.skip_frames else frames_bench(tmp, weed, url, args.seconds)
+        finally:
+            weed.stop()
+    if search:
+        small, big = min(sizes), max(sizes)
+        by = {(r["sets"], r["query"]): r for r in search}
+        growth = [
+            {"query": q, f"p99_{small}": by[(small, q)]["http_p99_ms"], f"p99_{big}": by[(big, q)]["http_p99_ms"],
+             "growth": by[(big, q)]["http_p99_ms"] / by[(small, q)]["http_p99_ms"]}
+            for (n, q) in by if n == small
+        ]  # fmt: skip
+        print("\nSearchImageSets (PostgreSQL)\n" + table(search))
+        print("\np99 growth over HTTP\n" + table(growth))
+        worst = max(r[f"p99_{big}"] for r in growth)
+        print(
+            f"worst p99 at {big}: {worst:.2f} ms (goal <= 20 ms); worst growth {max(g['growth'] for g in growth):.2f}x (goal <= 2x)"
+        )
+        result |= {"search": search, "growth": growth}
+    if imports:
+        ratio = imports[1]["files_per_s"] / imports[0]["files_per_s"]
+        print("\nImport throughput\n" + table(imports) + f"\n2 workers / 1 worker: {ratio:.2f}x")
+        result |= {"imports": imports, "import_ratio": ratio}
+    if frames:
+        print("\nGetImageFrame\n" + table(frames))
+        result["frames"] = frames
+    print(f"wrote {write_result('scale', result)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""PostgreSQL index, import-job queue: claim (FOR UPDATE SKIP LOCKED) with a lease, renew, finish, commit."""
+
+from __future__ import annotations
+
+import psycopg
+
+from openhi.core.records import FrameRef, ImageSet, ImageSetVersion, ImportJob
+from openhi.ports.index import VersionCommit
+from openhi.storage.postgres.imagesets import (
+    Cur,
+    ImageSetTables,
+    _insert_frames,
+    _insert_head,
+    _insert_version,
+)
+from openhi.storage.sqlite.rows import job_from
+
+# races between workers end as "conflict" (the worker re-reads the primaries and retries)
+_RACES = (
+    psycopg.errors.UniqueViolation,
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+)
+
+
+class _Abort(Exception):
+    def __init__(self, outcome: str) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
+
+
+class JobQueueTables(ImageSetTables):
+    """Leases on import jobs shared by every worker process of the deployment."""
+
+    def claim_job(self, worker_id: str, now: float, lease_seconds: float) -> ImportJob | None:
+        with self.db.tx() as cur:
+            row = cur.execute(
+                "UPDATE import_jobs SET status = 'IN_PROGRESS', lease_owner = %s, lease_expires = %s"
+                " WHERE id = (SELECT id FROM import_jobs WHERE status IN ('SUBMITTED', 'IN_PROGRESS')"
+                "   AND (status = 'SUBMITTED' OR lease_expires IS NULL OR lease_expires < %s)"
+                "   ORDER BY submitted_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)"
+                " RETURNING *",
+                (worker_id, now + lease_seconds, now),
+            ).fetchone()
+        return None if row is None else job_from(row)
+
+    def renew_job_lease(self, job_id: str, worker_id: str, until: float) -> bool:
+        with self.db.tx() as cur:
+            cur.execute(
+                "UPDATE import_jobs SET lease_expires = %s"
+                " WHERE id = %s AND lease_owner = %s AND status = 'IN_PROGRESS'",
+                (until, job_id, worker_id),
+            )
+            return cur.rowcount == 1
+
+    def finish_job(self, job: ImportJob, worker_id: str) -> bool:
+        with self.db.tx() as cur:
+            return _finish(cur, job, worker_id)
+
+    def commit_import(
+        self,
+        datastore_id: str,
+        job: ImportJob,
+        worker_id: str,
+        creations: list[tuple[ImageSet, ImageSetVersion, list[FrameRef]]],
+        appends: list[tuple[VersionCommit, int]],
+    ) -> str:
+        try:
+            with self.db.tx() as cur:
+                # the job row stays locked until commit: a worker taking the job over waits for us
+                owner = cur.execute(
+                    "SELECT 1 FROM import_jobs WHERE id = %s AND lease_owner = %s AND status = 'IN_PROGRESS'"
+                    " FOR UPDATE",
+                    (job.id, worker_id),
+                ).fetchone()
+                if owner is None:
+                    raise _Abort("lease_lost")
+                for head, version, frames in creations:
+                    _insert_head(cur, head)
+                    _insert_version(cur, version)
+                    _insert_frames(cur, head.id, frames)
+                for commit, expected in sorted(appends, key=lambda a: a[0].image_set_id):
+                    assert commit.version is not None
+                    cur.execute(
+                        "UPDATE image_sets SET latest_version = %s WHERE id = %s AND datastore_id = %s"
+                        " AND latest_version = %s AND state = 'ACTIVE'",
+                        (commit.version.version, commit.image_set_id, datastore_id, expected),
+                    )
+                    if cur.rowcount != 1:
+                        raise _Abort("conflict")
+                    _insert_version(cur, commit.version)
+                    self._apply_commit(cur, datastore_id, commit, insert_version=False)
+                _finish(cur, job, worker_id)
+        except _Abort as abort:
+            return abort.outcome
+        except _RACES:
+            return "conflict"
+        return "ok"
+
+
+def _finish(cur: Cur, job: ImportJob, worker_id: str) -> bool:
+    cur.execute(
+        "UPDATE import_jobs SET status = %s, message = %s, ended_at = %s, lease_owner = NULL,"
+        " lease_expires = NULL WHERE id = %s AND lease_owner = %s AND status = 'IN_PROGRESS'",
+        (job.status, job.message, job.ended_at, job.id, worker_id),
+    )
+    return cur.rowcount == 1

@@ -1,0 +1,114 @@
+"""The GetImageFrame hot path: one-read frame lookup (both index adapters), JPH wrapping, cached routes."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import pg
+from openhi.awsapi.router import Router
+from openhi.codec.jph import wrap_jph
+from openhi.core.reads import _as_jph
+from openhi.core.records import FrameRef, ImageSet, ImageSetVersion
+from openhi.ports.index import MetadataIndex, VersionCommit
+from openhi.storage.sqlite.index import SqliteIndex
+
+DS = "d" * 32
+OTHER = "e" * 32
+HTJ2K = "1.2.840.10008.1.2.4.202"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def index(request: pytest.FixtureRequest) -> Iterator[MetadataIndex]:
+    if request.param == "sqlite":
+        idx: Any = SqliteIndex(":memory:")
+        yield idx
+        idx.close()
+        return
+    reason = pg.unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    from openhi.storage.postgres.index import PostgresIndex
+
+    schemas = pg.Schemas()
+    idx = PostgresIndex(schemas.url, schema=schemas.run)
+    try:
+        yield idx
+    finally:
+        idx.close()
+        schemas.drop_all()
+
+
+def _create(index: MetadataIndex, i: int) -> ImageSet:
+    head = ImageSet(DS, f"{i:032x}", 1, "ACTIVE", "CREATED", True, 1000.0, 1000.0, 1, search={})
+    version = ImageSetVersion(DS, head.id, 1, "ACTIVE", "CREATED", 1000.0, 1000.0, True, "meta/1")
+    frames = [FrameRef(f"s{i}-{k}", f"frames/s{i}-{k}", HTJ2K) for k in range(2)]
+    index.create_image_set(head, version, frames)
+    return head
+
+
+def test_get_frame_for_read_answers_state_and_frame_in_one_read(index: MetadataIndex) -> None:
+    head = _create(index, 1)
+    assert index.get_frame_for_read(DS, head.id, "s1-1") == ("ACTIVE", FrameRef("s1-1", "frames/s1-1", HTJ2K))
+    assert index.get_frame_for_read(DS, head.id, "s1-1") == ("ACTIVE", index.get_frame(DS, head.id, "s1-1"))
+    assert index.get_frame_for_read(DS, head.id, "nope") == ("ACTIVE", None)
+    assert index.get_frame_for_read(OTHER, head.id, "s1-1") is None
+    assert index.get_frame_for_read(DS, "f" * 32, "s1-1") is None
+    index.commit_versions(
+        DS, [VersionCommit(head.id, None, "DELETED", "DELETED", 2000.0, deleted_at=2000.0, collect=True)]
+    )
+    assert index.get_frame_for_read(DS, head.id, "s1-1") == ("DELETED", None)
+
+
+def test_local_reads_flag() -> None:
+    idx = SqliteIndex(":memory:")
+    try:
+        assert idx.local_reads is True
+    finally:
+        idx.close()
+
+
+def _codestream(width: int, height: int, depths: tuple[int, ...], body: bytes) -> bytes:
+    csiz = len(depths)
+    siz = struct.pack(">HHIIIIIIIIH", 38 + 3 * csiz, 0, width, height, 0, 0, width, height, 0, 0, csiz)
+    siz += b"".join(bytes((d, 1, 1)) for d in depths)
+    return b"\xff\x4f\xff\x51" + siz + body
+
+
+@pytest.mark.parametrize(
+    "codestream",
+    [
+        _codestream(512, 512, (0x8F,), b"\x00" * 1000),
+        _codestream(64, 32, (7, 7, 7), b"\x01\x02"),
+        _codestream(64, 32, (7, 11, 7), b""),  # differing depths: a bpcc box
+    ],
+    ids=["grey16", "rgb8", "mixed-depths"],
+)
+def test_as_jph_is_wrap_jph(codestream: bytes) -> None:
+    assert _as_jph(codestream) == wrap_jph(codestream)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [b"", b"\xff\x4f\xff\x51\x00", b"\xff\x4f\xff\x51\x00\x10" + b"x" * 64, b"\x00" * 64],
+    ids=["empty", "no-siz-length", "short-siz", "not-j2k"],
+)
+def test_as_jph_fails_like_wrap_jph(bad: bytes) -> None:
+    with pytest.raises(Exception) as expected:
+        wrap_jph(bad)
+    with pytest.raises(Exception) as got:
+        _as_jph(bad)
+    assert (type(got.value), str(got.value)) == (type(expected.value), str(expected.value))
+
+
+def test_cached_route_matches_are_fresh_dicts() -> None:
+    router = Router()
+    path = f"/datastore/{DS}/imageSet/{'a' * 32}/getImageFrame"
+    op, first = router.match("POST", path)
+    first["datastoreId"] = "changed"
+    op2, second = router.match("post", path)
+    assert op2 is op and op.name == "GetImageFrame"
+    assert second == {"datastoreId": DS, "imageSetId": "a" * 32}
