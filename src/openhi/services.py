@@ -66,7 +66,7 @@ class Services:
         self.reads.close()  # writes the last buffered touches while the index is still open
         self.env.tasks.shutdown()
         if self.env.pixel_pool is not None:
-            self.env.pixel_pool.shutdown(wait=False, cancel_futures=True)
+            self.env.pixel_pool.shutdown(wait=True, cancel_futures=True)  # workers exit with the server
         self.env.index.close()
 
 

@@ -87,6 +87,10 @@ class RunningServer:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill()
+            return
+        # anything the server left in its process group (a pixel worker that outlived it) goes too
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
 
     def kill(self) -> None:
         """SIGKILL the whole process group (server and its pixel workers), as a crash would."""

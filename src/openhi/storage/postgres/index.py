@@ -11,11 +11,12 @@ from openhi.storage.postgres.connection import Database
 from openhi.storage.postgres.control import ControlTables
 from openhi.storage.postgres.imagesets import ImageSetTables
 from openhi.storage.postgres.jobs import JobQueueTables
+from openhi.storage.postgres.owners import WriteOwnerTables
 from openhi.storage.sqlite.rows import image_set_from
-from openhi.storage.sqlite.search import build_search_sql
+from openhi.storage.sqlite.search import WIDE_RANGE, build_search_sql, range_count_sql, wide_ranges
 
 
-class PostgresIndex(ControlTables, JobQueueTables, ImageSetTables):
+class PostgresIndex(ControlTables, JobQueueTables, ImageSetTables, WriteOwnerTables):
     """``postgresql://user:password@host:5432/db?schema=NAME&pool_max=N`` (``postgres://`` too).
 
     ``schema`` (the argument wins over the URL) keeps every table in that schema, created if absent.
@@ -32,8 +33,18 @@ class PostgresIndex(ControlTables, JobQueueTables, ImageSetTables):
         with self.db.tx() as cur:
             if query.sort_field == "study_datetime":  # two statements: read them from one snapshot
                 cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            # a narrow range on another column than the sort: read it by its own index, sort the few rows
+            narrow = False
+            for i in wide_ranges(query):
+                f = query.filters[i]
+                counted = cur.execute(
+                    range_count_sql(f.attribute, "%s"), (datastore_id, f.values[0], f.values[1], WIDE_RANGE)
+                ).fetchone()
+                narrow = narrow or (counted is not None and int(counted["n"]) < WIDE_RANGE)
             if after is None or after[0] is not None:
-                sql, args = build_search_sql(datastore_id, query, after, limit, mark="%s")
+                sql, args = build_search_sql(
+                    datastore_id, query, after, limit, mark="%s", sort_unindexed=narrow
+                )
                 rows = [image_set_from(r) for r in cur.execute(sql, args).fetchall()]
             if query.sort_field == "study_datetime" and len(rows) < limit:
                 null_after = after if after is not None and after[0] is None else None
