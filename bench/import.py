@@ -10,6 +10,7 @@ stacks under bench/results/import-profile-<stamp>.txt).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import statistics
@@ -123,6 +124,24 @@ def summarize_profile(raw: Path, top: int = 30) -> str:
     return "\n".join(out)
 
 
+def _cpu_seconds(pid: int) -> dict[str, float]:
+    """User+system CPU seconds of the server process and of each live descendant (forkserver, workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    pids, i = [pid], 0
+    while i < len(pids):
+        with contextlib.suppress(OSError):
+            pids += [int(c) for c in Path(f"/proc/{pids[i]}/task/{pids[i]}/children").read_text().split()]
+        i += 1
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+            out[str(p)] = (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
 def full_import(n: int, size: int, work: Path, profile: Path | None = None) -> dict[str, Any]:
     from contract.helpers import active_datastore, wait_for
     from contract.imaging import ROLE, stage
@@ -153,6 +172,7 @@ def full_import(n: int, size: int, work: Path, profile: Path | None = None) -> d
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         spy = _start_profiler(pid, profile) if profile is not None else None
+        cpu0 = _cpu_seconds(pid)
         t0 = time.perf_counter()
         job = client.start_dicom_import_job(
             datastoreId=ds_id, dataAccessRoleArn=ROLE, inputS3Uri=uri, outputS3Uri="s3://bench-out/x/"
@@ -164,6 +184,7 @@ def full_import(n: int, size: int, work: Path, profile: Path | None = None) -> d
             step=0.2,
         )
         elapsed = time.perf_counter() - t0
+        cpu1 = _cpu_seconds(pid)
         if spy is not None:
             _stop_profiler(spy)
         stop.set()
@@ -172,6 +193,10 @@ def full_import(n: int, size: int, work: Path, profile: Path | None = None) -> d
         quarter = max(1, len(samples) // 4)
         return {
             "instances_per_s": n / elapsed,
+            "server_cpu_ms_per_instance": (cpu1.get(str(pid), 0.0) - cpu0.get(str(pid), 0.0)) * 1e3 / n,
+            "workers_cpu_ms_per_instance": sum(v - cpu0.get(k, 0.0) for k, v in cpu1.items() if k != str(pid))
+            * 1e3
+            / n,
             "seconds": elapsed,
             "rss_peak_mb": max(samples) / 2**20 if samples else 0.0,
             "rss_first_quarter_mb": max(samples[:quarter]) / 2**20 if samples else 0.0,
@@ -211,6 +236,11 @@ def main() -> None:
         {"measure": f"ratio (b)/(a) (goal >= 0.5){runs}", "instances/s": ratio},
     ]
     print(table(rows))
+    cpu = [(r["server_cpu_ms_per_instance"], r["workers_cpu_ms_per_instance"]) for r in results]
+    print(
+        "CPU ms per instance (server process, pixel workers): "
+        + ", ".join(f"({a:.2f}, {b:.2f})" for a, b in cpu)
+    )
     if len(ratios) > 1:
         print(
             "runs (a, b, ratio): "

@@ -21,6 +21,8 @@ TABLES = (
     "image_set_versions",
     "image_set_frames",
     "blob_gc",
+    "write_owners",
+    "write_locks",
 )
 
 

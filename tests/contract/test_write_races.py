@@ -167,7 +167,8 @@ def test_delete_shows_deleting(slow: Lab) -> None:
 
 def test_kill_between_the_two_halves(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    server = RunningServer(data, env={DELAY: "60"}).start()
+    beat = {"OPENHI_WRITE_HEARTBEAT_SECONDS": "0.2"}  # the dead process's writes are recovered in < 1 s
+    server = RunningServer(data, env={DELAY: "60", **beat}).start()
     try:
         lab = Lab(server, "crash")
         a = lab.import_series(2, seed=61, patient="CRASH-A")
@@ -184,10 +185,11 @@ def test_kill_between_the_two_halves(tmp_path: Path) -> None:
         assert lab.get(a)["imageSetState"] == lab.get(b)["imageSetState"] == "LOCKED"
     finally:
         server.kill()
-    server = RunningServer(data).start()
+    server = RunningServer(data, env=beat).start()
     try:
         lab.client = server.client()
-        props = lab.get(a)
+        props = wait_for(lambda: lab.get(a), lambda p: p["imageSetState"] == "ACTIVE", timeout=10)
+        wait_for(lambda: lab.get(b)["imageSetState"], lambda state: state == "ACTIVE", timeout=10)
         assert (props["imageSetState"], props["imageSetWorkflowStatus"], props["versionId"]) == (
             "ACTIVE", "UPDATE_FAILED", "2",
         )  # fmt: skip

@@ -673,3 +673,76 @@ def test_concurrent_claims_hand_each_job_to_one_worker(index: MetadataIndex) -> 
         results = list(pool.map(drain, range(4)))
     ids = [j for r in results for j in r]
     assert sorted(ids) == sorted(f"{i:032x}" for i in range(12))  # each exactly once
+
+
+# -- write owners (crash recovery with several API processes)
+
+
+def _owned_sets(index: MetadataIndex, base: int) -> tuple[ImageSet, ImageSet, ImageSet]:
+    """Set ``base`` LOCKED at version 2 (an update), ``base + 1`` LOCKED as a copy source, ``base + 2`` not."""
+    a, b, c = _create(index, base), _create(index, base + 1), _create(index, base + 2)
+    source = LockRequest(b.id, 1, "COPYING_WITH_READ_ONLY_ACCESS")
+    assert index.lock_image_sets(DS, [_lock(a, 1, 2, now=5000.0), source], 5000.0) is None
+    return a, b, c
+
+
+def _orphans(index: MetadataIndex, now: float, before: float) -> tuple[list[tuple[str, int]], list[str]]:
+    versions = [(v.image_set_id, v.version) for v in index.orphaned_versions(now, before)]
+    return versions, [h.id for h in index.orphaned_image_sets(now, before)]
+
+
+def test_locks_of_live_owners_are_not_orphaned(index: MetadataIndex) -> None:
+    a, b, _ = _owned_sets(index, 900)
+    live, dead = f"live-{os.getpid()}-900", f"dead-{os.getpid()}-900"
+    index.beat_write_owner(live, 5000.0, 5006.0)
+    index.beat_write_owner(dead, 4000.0, 4006.0)
+    keys = [(a.id, 2), (b.id, 1)]
+    index.record_write_locks(dead, keys, 4999.0)
+    index.record_write_locks(live, keys, 5000.0)
+    assert _orphans(index, 5001.0, 4000.0) == ([], [])  # one live owner is enough
+    index.release_write_locks(live, keys)
+    assert _orphans(index, 5001.0, 4000.0) == ([(a.id, 2)], [b.id])  # only a dead owner is noted
+    index.beat_write_owner(dead, 5001.0, 5007.0)  # it beat again: alive
+    assert _orphans(index, 5002.0, 4000.0) == ([], [])
+    assert _orphans(index, 5008.0, 4000.0) == ([(a.id, 2)], [b.id])  # three beats missed
+    index.release_write_locks(dead, keys)
+
+
+def test_unnoted_locks_are_orphaned_after_the_grace_period(index: MetadataIndex) -> None:
+    a, b, _ = _owned_sets(index, 910)
+    # no note at all: the version's updated_at (the head's, for a copy source) stands for the lock time
+    assert _orphans(index, 5001.0, 1000.0) == ([], [])
+    assert _orphans(index, 5001.0, 2100.0) == ([], [b.id])  # the source head's updated_at is about 2000
+    assert _orphans(index, 5001.0, 5000.5) == ([(a.id, 2)], [b.id])
+    # a note naming an owner that never registered counts by its own lock time
+    ghost = f"ghost-{os.getpid()}-910"
+    index.record_write_locks(ghost, [(a.id, 2), (b.id, 1)], 5000.0)
+    assert _orphans(index, 5001.0, 4000.0) == ([], [])
+    assert _orphans(index, 5001.0, 5000.5) == ([(a.id, 2)], [b.id])
+    index.release_write_locks(ghost, [(a.id, 2), (b.id, 1)])
+
+
+def test_forget_dead_write_owners_keeps_notes_on_locked_keys(index: MetadataIndex) -> None:
+    a, b, c = _owned_sets(index, 920)
+    dead, live = f"dead-{os.getpid()}-920", f"live-{os.getpid()}-920"
+    index.beat_write_owner(dead, 4000.0, 4006.0)
+    index.beat_write_owner(live, 5000.0, 9000.0)
+    index.record_write_locks(dead, [(a.id, 2), (b.id, 1), (c.id, 2)], 4500.0)  # c: a lock it never took
+    index.record_write_locks(live, [(c.id, 3)], 4500.0)
+    index.forget_dead_write_owners(5001.0, 4990.0)
+    # c's note went (nothing LOCKED there), the dead owner stays while it still has notes on locked keys
+    assert _orphans(index, 5001.0, 4990.0) == ([(a.id, 2)], [b.id])
+    unlock = VersionCommit(b.id, None, "ACTIVE", "CREATED", 5002.0)
+    final = replace(_v1(a), version=2, workflow_status="UPDATE_FAILED", updated_at=5002.0)
+    index.commit_versions(DS, [VersionCommit(a.id, final, "ACTIVE", "UPDATE_FAILED", 5002.0), unlock])
+    index.forget_dead_write_owners(5003.0, 4990.0)
+    # every note of the dead owner went, and so did the owner: a lock noted by it now counts as unnoted
+    index.lock_image_sets(DS, [LockRequest(b.id, 1, "COPYING_WITH_READ_ONLY_ACCESS")], 5004.0)
+    index.record_write_locks(dead, [(b.id, 1)], 5004.0)
+    assert _orphans(index, 5005.0, 4990.0) == ([], [])
+    index.beat_write_owner(dead, 4000.0, 4006.0)  # registered again, but dead
+    assert _orphans(index, 5005.0, 4990.0) == ([], [b.id])
+    # the live owner's note on c survives every forget
+    index.forget_dead_write_owners(9999.0 - 1, 9000.0)
+    index.release_write_locks(live, [(c.id, 3)])
+    index.release_write_locks(dead, [(b.id, 1)])

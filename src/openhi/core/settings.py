@@ -23,6 +23,9 @@ class Settings:
     # an import job's lease: a worker renews it every third of this; a job whose worker died is taken
     # over by another worker once it expires
     job_lease_seconds: float = 30.0
+    # an API process beats a heartbeat this often; the writes it was finishing are recovered by another
+    # API process once it missed three beats (it died)
+    write_heartbeat_seconds: float = 2.0
 
 
 def settings_from_env(environ: dict[str, str] | None = None, **overrides: object) -> Settings:

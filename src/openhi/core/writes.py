@@ -1,9 +1,10 @@
-"""Versioned writes: the lock → answer → finish-in-background protocol, update, delete and recovery."""
+"""Versioned writes: the lock → answer → finish-in-background protocol, update, delete and crash recovery."""
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -14,11 +15,16 @@ from openhi.core.collector import BlobCollector
 from openhi.core.datastores import DatastoreService
 from openhi.core.env import Env
 from openhi.core.errors import ConflictError, NotFoundError, ValidationError
+from openhi.core.ids import new_id
 from openhi.core.keys import metadata_key
 from openhi.core.records import FrameRef, ImageSet, ImageSetVersion
 from openhi.core.updates import apply_updates, parse_updates, sibling_updates, study_level_changed
 from openhi.dicom.document import decode_document, encode_document, search_tags
 from openhi.ports.index import LockRequest, VersionCommit
+
+Key = tuple[
+    str, int
+]  # (image_set_id, version): a LOCKED version, or a copy source's head at its latest version
 
 log = logging.getLogger("openhi.writes")
 
@@ -53,6 +59,12 @@ class ImageSetWriter:
         self.env = env
         self.datastores = datastores
         self.collector = BlobCollector(env)
+        # this process's id in the index's registry of write owners (heartbeats)
+        self.owner = new_id()
+        self._notes: dict[Key, list[Key]] = {}  # new LOCKED version → every key its write noted
+        self._notes_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
 
     # ------------------------------------------------------------------ shared protocol helpers
     def head(self, datastore_id: str, image_set_id: str) -> ImageSet:
@@ -120,12 +132,46 @@ class ImageSetWriter:
             ConflictError: a set is locked, deleted, or its latest version is not the one expected.
             NotFoundError: a set disappeared.
         """
-        lost = self.env.index.lock_image_sets(datastore_id, locks, self.env.clock(), creates)
+        lost = self._lock_owned(datastore_id, locks, creates)
         if lost is None:
             return
         expected = next((lk.expected_latest for lk in locks if lk.image_set_id == lost.id), None)
         error = self.conflict(lost, expected)
         raise error or ConflictError(f"ImageSet {lost.id} changed while the request was processed; retry.")
+
+    def _lock_owned(
+        self,
+        datastore_id: str,
+        locks: list[LockRequest],
+        creates: Sequence[tuple[ImageSet, ImageSetVersion]] = (),
+    ) -> ImageSet | None:
+        """``index.lock_image_sets``, with this process noted as the owner of every lock *before* it is
+        taken (so no other process ever sees the lock without a live owner); the notes go if it is not."""
+        versions = [(lk.image_set_id, lk.new_version.version) for lk in locks if lk.new_version is not None]
+        versions += [(head.id, row.version) for head, row in creates]
+        keys = versions + [(lk.image_set_id, lk.expected_latest) for lk in locks if lk.new_version is None]
+        index = self.env.index
+        index.record_write_locks(self.owner, keys, self.env.clock())
+        taken = False
+        try:
+            lost = index.lock_image_sets(datastore_id, locks, self.env.clock(), creates)
+            taken = lost is None
+        finally:
+            if not taken:
+                index.release_write_locks(self.owner, keys)
+        with self._notes_lock:
+            for key in versions:
+                self._notes[key] = keys
+        return lost
+
+    def _release(self, keys: list[Key]) -> None:
+        """Forget this process's notes on a finished write's locks (they are no longer LOCKED)."""
+        with self._notes_lock:
+            noted = {k: None for key in keys for k in self._notes.pop(key, [key])}
+        try:
+            self.env.index.release_write_locks(self.owner, list(noted))
+        except Exception:  # a leftover note on an unlocked key is harmless; the sweep drops it later
+            log.exception("could not release the write notes of %s", keys)
 
     def finish_later(self, datastore_id: str, pendings: list[Pending], extra: list[VersionCommit]) -> None:
         """Run the background half: write new documents, then commit every version in one transaction."""
@@ -133,6 +179,12 @@ class ImageSetWriter:
         self.env.tasks.submit(name, lambda: self._finish(datastore_id, pendings, extra))
 
     def _finish(self, datastore_id: str, pendings: list[Pending], extra: list[VersionCommit]) -> None:
+        try:
+            self._finish_write(datastore_id, pendings, extra)
+        finally:
+            self._release([(p.row.image_set_id, p.row.version) for p in pendings])
+
+    def _finish_write(self, datastore_id: str, pendings: list[Pending], extra: list[VersionCommit]) -> None:
         _test_delay()
         try:
             commits = [self._commit_for(datastore_id, p) for p in pendings]
@@ -285,8 +337,8 @@ class ImageSetWriter:
                 return head
             self.writable(head, None)
             row = self.new_row(head, "DELETING")
-            lost = self.env.index.lock_image_sets(
-                datastore_id, [LockRequest(head.id, head.latest_version, "DELETING", row)], self.env.clock()
+            lost = self._lock_owned(
+                datastore_id, [LockRequest(head.id, head.latest_version, "DELETING", row)]
             )
             if lost is None:
                 self._delete_later(row, self.content_key(head))
@@ -296,9 +348,13 @@ class ImageSetWriter:
         raise ConflictError(f"ImageSet {image_set_id} keeps changing; retry the delete.")
 
     def _delete_later(self, row: ImageSetVersion, prev_key: str | None) -> None:
-        self.env.tasks.submit(
-            f"delete-{row.image_set_id}", lambda: self._finish_delete(row, prev_key, delay=True)
-        )
+        def finish() -> None:
+            try:
+                self._finish_delete(row, prev_key, delay=True)
+            finally:
+                self._release([(row.image_set_id, row.version)])
+
+        self.env.tasks.submit(f"delete-{row.image_set_id}", finish)
 
     def _finish_delete(self, row: ImageSetVersion, prev_key: str | None, *, delay: bool) -> None:
         if delay:
@@ -319,18 +375,43 @@ class ImageSetWriter:
 
     # ------------------------------------------------------------------ recovery
     def recover(self) -> None:
-        """At start: fail writes a previous process left half-done and unlock their image sets.
+        """At start: register this process as a write owner, recover the writes of dead processes (see
+        :meth:`sweep`), then keep beating and sweeping every ``write_heartbeat_seconds`` in a daemon thread
+        and start the background blob collector."""
+        self.beat()
+        self.sweep()
+        self.collector.start()
+        if self._heartbeat is None:
+            self._stop.clear()
+            self._heartbeat = threading.Thread(target=self._beat_loop, name="openhi-write-owner", daemon=True)
+            self._heartbeat.start()
 
-        Every LOCKED version ends ``*_FAILED`` with :data:`RESTART_MESSAGE` (a delete is finished instead);
-        every head still LOCKED (a copy source) returns to the status of its latest version. Then the
-        background blob collector starts.
+    def beat(self) -> None:
+        """Renew this process's heartbeat: it counts as dead once three beats are missed."""
+        now = self.env.clock()
+        self.env.index.beat_write_owner(self.owner, now, now + 3 * self.env.settings.write_heartbeat_seconds)
+
+    def sweep(self) -> int:
+        """Fail the writes no live process finishes any more; return how many locks were recovered.
+
+        A LOCKED version is orphaned when every process noted as finishing it missed three heartbeats, or
+        when none is noted and it was locked more than ``3 × heartbeat + 10`` seconds ago. An orphaned
+        version ends ``*_FAILED`` with :data:`RESTART_MESSAGE` (a delete is finished instead); an orphaned
+        copy source (a head still LOCKED) returns to the status of its latest version. The writes of live
+        processes (this one included) are never touched.
         """
         index = self.env.index
-        for row in index.locked_versions():
+        now = self.env.clock()
+        before = now - (3 * self.env.settings.write_heartbeat_seconds + 10.0)
+        recovered = 0
+        for row in index.orphaned_versions(now, before):
             head = index.get_image_set(row.datastore_id, row.image_set_id)
-            if head is None:
-                continue
+            current = index.get_version(row.datastore_id, row.image_set_id, row.version)
+            if head is None or current is None or current.state != "LOCKED":
+                continue  # another process recovered it meanwhile
             prev = self.content_key(head)
+            recovered += 1
+            log.warning("recovering %s version %d (%s)", row.image_set_id, row.version, row.workflow_status)
             if row.workflow_status == "DELETING":
                 self._finish_delete(row, prev, delay=False)
                 continue
@@ -341,15 +422,30 @@ class ImageSetWriter:
             orphan = metadata_key(row.datastore_id, row.image_set_id, row.version)
             if orphan != prev:
                 index.enqueue_gc([orphan], self.env.clock())
-        for head in index.locked_image_sets():
+        for head in index.orphaned_image_sets(now, before):
             latest = index.get_version(head.datastore_id, head.id, head.latest_version)
             status = latest.workflow_status if latest is not None else "CREATED"
+            recovered += 1
+            log.warning("unlocking copy source %s (%s)", head.id, head.workflow_status)
             index.commit_versions(
                 head.datastore_id, [VersionCommit(head.id, None, "ACTIVE", status, head.updated_at)]
             )
-        self.collector.start()
+        index.forget_dead_write_owners(now, before)
+        return recovered
+
+    def _beat_loop(self) -> None:
+        while not self._stop.wait(self.env.settings.write_heartbeat_seconds):
+            try:
+                self.beat()
+                self.sweep()
+            except Exception:  # the index may be closing or unreachable; try again next beat
+                log.exception("write heartbeat or recovery sweep failed")
 
     def close(self) -> None:
+        self._stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join(5.0)
+            self._heartbeat = None
         self.collector.stop()
 
 

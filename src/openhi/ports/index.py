@@ -181,3 +181,32 @@ class MetadataIndex(Protocol):
         """One read for GetImageFrame: the image set's state and the frame reference. None when the image
         set does not exist in the datastore; ``(state, None)`` when it does but references no ``frame_id``."""
         ...
+
+    # -- write owners: which live process finishes each LOCKED write (recovery with several API processes)
+    def beat_write_owner(self, owner: str, now: float, stale_at: float) -> None:
+        """Register ``owner`` (a process that finishes writes) or renew its heartbeat; it counts as dead
+        from ``stale_at`` on unless it beats again."""
+        ...
+
+    def record_write_locks(self, owner: str, keys: Sequence[tuple[str, int]], now: float) -> None:
+        """Note that ``owner`` finishes the write locking these ``(image_set_id, version)``: a new LOCKED
+        version, or a copy source's head at its latest version. Written before the lock is taken."""
+        ...
+
+    def release_write_locks(self, owner: str, keys: Sequence[tuple[str, int]]) -> None:
+        """Forget ``owner``'s notes on these keys (the write committed, or its lock was not taken)."""
+        ...
+
+    def orphaned_versions(self, now: float, unowned_before: float) -> list[ImageSetVersion]:
+        """LOCKED versions no live owner finishes: every owner noted for it is dead at ``now``, or none is
+        registered and it was locked before ``unowned_before``."""
+        ...
+
+    def orphaned_image_sets(self, now: float, unowned_before: float) -> list[ImageSet]:
+        """LOCKED heads whose latest version is not LOCKED (copy sources) that no live owner finishes, by the
+        rule of :meth:`orphaned_versions` (``updated_at`` stands for the lock time of an unnoted head)."""
+        ...
+
+    def forget_dead_write_owners(self, now: float, unowned_before: float) -> None:
+        """Drop the notes of dead owners on what is no longer LOCKED, and dead owners with no notes left."""
+        ...

@@ -158,4 +158,21 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX image_sets_one_primary ON image_sets (datastore_id, study_uid, series_uid)
         WHERE is_primary = 1 AND state <> 'DELETED';
     """,
+    # 3: write owners: every API process beats a heartbeat; each LOCKED version (and copy-source head)
+    # names the process finishing it, so recovery fails only the writes of dead processes
+    """
+    CREATE TABLE write_owners (
+        owner TEXT COLLATE "C" PRIMARY KEY,
+        heartbeat DOUBLE PRECISION NOT NULL,
+        stale_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE TABLE write_locks (
+        image_set_id TEXT COLLATE "C" NOT NULL,
+        version INTEGER NOT NULL,
+        owner TEXT COLLATE "C" NOT NULL,
+        locked_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (image_set_id, version, owner)
+    );
+    CREATE INDEX write_locks_owner ON write_locks (owner);
+    """,
 ]

@@ -141,4 +141,21 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX image_sets_one_primary ON image_sets (datastore_id, study_uid, series_uid)
         WHERE is_primary = 1 AND state != 'DELETED';
     """,
+    # 4: write owners: every API process beats a heartbeat; each LOCKED version (and copy-source head)
+    # names the process finishing it, so recovery fails only the writes of dead processes
+    """
+    CREATE TABLE write_owners (
+        owner TEXT PRIMARY KEY,
+        heartbeat REAL NOT NULL,
+        stale_at REAL NOT NULL
+    );
+    CREATE TABLE write_locks (
+        image_set_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        owner TEXT NOT NULL,
+        locked_at REAL NOT NULL,
+        PRIMARY KEY (image_set_id, version, owner)
+    );
+    CREATE INDEX write_locks_owner ON write_locks (owner);
+    """,
 ]
