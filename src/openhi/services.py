@@ -64,6 +64,7 @@ class Services:
         if self.worker is not None:
             self.worker.stop()  # a running job gives its lease back for another worker to resume
         self.reads.close()  # writes the last buffered touches while the index is still open
+        self.writes.close()  # stops the heartbeat and the blob collector
         self.env.tasks.shutdown()
         if self.env.pixel_pool is not None:
             self.env.pixel_pool.shutdown(wait=True, cancel_futures=True)  # workers exit with the server

@@ -75,7 +75,7 @@ def import_one(
     """
     processed = process_instance(objects.get(bucket, key), storage_format)
     for frame in processed.frames:
-        blobs.put(frame_key(datastore_id, frame.frame_id), frame.data)
+        blobs.put(frame_key(datastore_id, frame.frame_id), frame.data, durable=False)  # flushed before commit
     return replace(processed, frames=[])
 
 
@@ -229,6 +229,7 @@ class ImportRun:
     # -- grouping and commit
     def _commit(self) -> str | None:
         """Group against the primaries of the moment and commit atomically; regroup after a race."""
+        self.env.blobs.flush()  # the frames the pixel workers wrote are durable before any row points at them
         for attempt in range(COMMIT_ATTEMPTS):
             self.check_lease()
             plan = self._plan()

@@ -17,8 +17,16 @@ class BlobConflict(FileExistsError):
 class BlobStore(Protocol):
     """Blobs are written once and never rewritten; deletion happens only in background collection."""
 
-    def put(self, key: str, data: bytes) -> None:
-        """Store ``data`` once. Putting identical bytes again is a no-op; different bytes raise BlobConflict."""
+    def put(self, key: str, data: bytes, *, durable: bool = True) -> None:
+        """Store ``data`` once. Putting identical bytes again is a no-op; different bytes raise BlobConflict.
+
+        ``durable=False`` may defer making the blob crash-safe until the next :meth:`flush` (bulk writers
+        put many blobs, then flush once before any index row points at them).
+        """
+        ...
+
+    def flush(self) -> None:
+        """Make every blob put so far (also with ``durable=False``, from any process) crash-safe."""
         ...
 
     def get(self, key: str) -> bytes: ...

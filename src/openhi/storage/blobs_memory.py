@@ -13,12 +13,15 @@ class MemoryBlobStore:
         self._blobs: dict[str, bytes] = {}
         self._lock = threading.Lock()
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes, *, durable: bool = True) -> None:
         with self._lock:
             current = self._blobs.get(key)
             if current is not None and current != data:
                 raise BlobConflict(f"blob {key!r} already exists with different content")
             self._blobs[key] = bytes(data)
+
+    def flush(self) -> None:
+        """Nothing to do: in memory: nothing to make durable."""
 
     def get(self, key: str) -> bytes:
         try:

@@ -181,7 +181,7 @@ class S3BlobStore:
 
     # -- BlobStore -------------------------------------------------------------------------------
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes, *, durable: bool = True) -> None:
         _validate_key(key)
         store = self._s3()
         if len(data) > self.multipart_threshold:
@@ -222,6 +222,9 @@ class S3BlobStore:
             f"blob {key!r} already exists in {self._where()} with different content "
             f"({meta['size']} bytes stored, {len(data)} offered); blobs are never rewritten"
         )
+
+    def flush(self) -> None:
+        """Nothing to do: S3 acknowledges a put only once it is durable."""
 
     def get(self, key: str) -> bytes:
         _validate_key(key)

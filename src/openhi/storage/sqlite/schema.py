@@ -158,4 +158,11 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX write_locks_owner ON write_locks (owner);
     """,
+    # 5: a range on one timestamp sorted by the other is read from one index (range, then sort key)
+    """
+    CREATE INDEX image_sets_created_updated ON image_sets (datastore_id, created_at, updated_at, id)
+        WHERE state != 'DELETED';
+    CREATE INDEX image_sets_updated_created ON image_sets (datastore_id, updated_at, created_at, id)
+        WHERE state != 'DELETED';
+    """,
 ]
