@@ -13,12 +13,7 @@ from openhi.storage.postgres.imagesets import ImageSetTables
 from openhi.storage.postgres.jobs import JobQueueTables
 from openhi.storage.postgres.owners import WriteOwnerTables
 from openhi.storage.sqlite.rows import image_set_from
-from openhi.storage.sqlite.search import build_search_sql, range_count_sql, wide_ranges
-
-#: up to this many sets in a range on another column than the sort, PostgreSQL reads the range through
-#: its (range, sort) index and sorts it; past it, the sort index is walked. Walking is fast unless the
-#: two columns are correlated and the range sits at the far end of the walk.
-PG_NARROW_RANGE = 200_000
+from openhi.storage.sqlite.search import build_search_sql
 
 
 class PostgresIndex(ControlTables, JobQueueTables, ImageSetTables, WriteOwnerTables):
@@ -38,19 +33,8 @@ class PostgresIndex(ControlTables, JobQueueTables, ImageSetTables, WriteOwnerTab
         with self.db.tx() as cur:
             if query.sort_field == "study_datetime":  # two statements: read them from one snapshot
                 cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            # a narrow range on another column than the sort: read it by its own index, sort the few rows
-            narrow = False
-            for i in wide_ranges(query):
-                f = query.filters[i]
-                counted = cur.execute(
-                    range_count_sql(f.attribute, "%s"),
-                    (datastore_id, f.values[0], f.values[1], PG_NARROW_RANGE),
-                ).fetchone()
-                narrow = narrow or (counted is not None and int(counted["n"]) < PG_NARROW_RANGE)
             if after is None or after[0] is not None:
-                sql, args = build_search_sql(
-                    datastore_id, query, after, limit, mark="%s", sort_unindexed=narrow
-                )
+                sql, args = build_search_sql(datastore_id, query, after, limit, mark="%s")
                 rows = [image_set_from(r) for r in cur.execute(sql, args).fetchall()]
             if query.sort_field == "study_datetime" and len(rows) < limit:
                 null_after = after if after is not None and after[0] is None else None

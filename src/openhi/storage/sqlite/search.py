@@ -25,12 +25,7 @@ _SORTS = {"updated_at", "created_at", "study_datetime"}
 _SELECTIVE = {"patient_id", "accession_number", "study_id", "study_uid", "series_uid"}
 #: a range on another column than the sort with at least this many rows is read in sort order instead
 WIDE_RANGE = 20_000
-#: the sort columns as expressions no index serves (same order, valid in SQLite and PostgreSQL)
-_SORT_EXPRESSION = {
-    "updated_at": "(updated_at + 0)",
-    "created_at": "(created_at + 0)",
-    "study_datetime": "(study_datetime || '')",
-}
+
 
 
 def build_search_sql(
@@ -42,7 +37,6 @@ def build_search_sql(
     *,
     nulls: bool = False,
     unindexed: frozenset[str] = frozenset(),
-    sort_unindexed: bool = False,
 ) -> tuple[str, list[Any]]:
     """The keyset query for one page; shared by the SQL adapters (``mark`` is the placeholder).
 
@@ -50,9 +44,6 @@ def build_search_sql(
     date (``nulls=False``), then sets without one (``nulls=True``, ordered by id). The sets without a
     study date come last in both orders, so a sort never drops a set. Columns in ``unindexed`` are
     compared as ``+column`` so that the planner walks the sort index instead of their own.
-    ``sort_unindexed`` orders by an expression of the sort column, so that the planner reads a narrow
-    range through the range column's own index and sorts the few rows (PostgreSQL would otherwise walk
-    the whole sort index filtering the range, when the two columns are correlated).
     """
     if query.sort_field not in _SORTS:
         raise ValueError(f"unsupported sort field {query.sort_field}")
@@ -85,8 +76,7 @@ def build_search_sql(
         if after is not None:
             where.append(f"({sort}, id) {op} ({mark}, {mark})")
             args.extend(after)
-        key = _SORT_EXPRESSION[sort] if sort_unindexed else sort
-        order_by = f"{key} {order}, id {order}"
+        order_by = f"{sort} {order}, id {order}"
     sql = f"SELECT * FROM image_sets WHERE {' AND '.join(where)} ORDER BY {order_by} LIMIT {mark}"
     args.append(limit)
     return sql, args
@@ -134,16 +124,11 @@ class SearchTables:
         return rows
 
 
-def range_count_sql(column: str, mark: str = "?") -> str:
-    """How many live sets fall in a range, counted up to WIDE_RANGE (an index range read)."""
-    if column not in _COLUMNS:
-        raise ValueError(f"unsupported filter attribute {column}")
-    return (
-        f"SELECT count(*) AS n FROM (SELECT 1 FROM image_sets WHERE datastore_id = {mark} AND state != 'DELETED'"
-        f" AND {column} BETWEEN {mark} AND {mark} LIMIT {mark}) AS r"
-    )
-
-
 def _range_rows(conn: sqlite3.Connection, datastore_id: str, column: str, bounds: list[Any]) -> int:
-    row = conn.execute(range_count_sql(column), (datastore_id, bounds[0], bounds[1], WIDE_RANGE)).fetchone()
+    """How many live sets fall in a range, counted up to WIDE_RANGE (an index range read)."""
+    row = conn.execute(
+        f"SELECT count(*) FROM (SELECT 1 FROM image_sets WHERE datastore_id = ? AND state != 'DELETED'"
+        f" AND {column} BETWEEN ? AND ? LIMIT ?)",
+        (datastore_id, bounds[0], bounds[1], WIDE_RANGE),
+    ).fetchone()
     return int(row[0])
