@@ -22,9 +22,8 @@ from typing import Any
 
 import psycopg
 from _common import percentile, table, write_result
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
+from loadgen import run_each
+from serve import measure, signed_post
 
 from openhi.core.datastores import DatastoreService
 from openhi.core.env import Env
@@ -39,91 +38,10 @@ from openhi.testing import RunningServer
 from openhi.testing.distributed import DistributedDeployment, postgres_url
 from openhi.testing.weed import WeedServer
 
-# -- HTTP and query helpers (self-contained: raw HTTP/1.1 on keep-alive connections, signed once)
-CREDS = Credentials("openhi-bench", "openhi-bench-secret")
+# -- query helpers (HTTP goes through the shared load generator, bench/loadgen.py)
 DS = "b" * 32
 T0 = datetime(2024, 1, 1, tzinfo=UTC).timestamp()
 YEAR = 365 * 86400.0
-
-
-def signed_post(endpoint: str, path: str, body: bytes) -> bytes:
-    """A complete HTTP/1.1 request (SigV4-signed once, replayed for the whole run)."""
-    request = AWSRequest(
-        method="POST", url=endpoint + path, data=body, headers={"Content-Type": "application/json"}
-    )
-    SigV4Auth(CREDS, "medical-imaging", "us-east-1").add_auth(request)
-    host = endpoint.split("://", 1)[1]
-    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}"]
-    lines += [f"{k}: {v}" for k, v in request.headers.items() if k.lower() not in ("host", "content-length")]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
-
-
-def plain_get(endpoint: str, path: str) -> bytes:
-    host = endpoint.split("://", 1)[1]
-    return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
-
-
-async def _response(reader: asyncio.StreamReader) -> tuple[int, int]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    await reader.readexactly(length)
-    return status, length
-
-
-async def _connection(
-    port: int, requests: list[bytes], offset: int, deadline: float, latencies: list[float], errors: list[int]
-) -> int:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    done = 0
-    i = offset
-    try:
-        while time.perf_counter() < deadline:
-            t0 = time.perf_counter()
-            writer.write(requests[i % len(requests)])
-            status, _ = await _response(reader)
-            latencies.append(time.perf_counter() - t0)
-            if status != 200:
-                errors.append(status)
-            done += 1
-            i += 1
-    finally:
-        writer.close()
-    return done
-
-
-async def _load(port: int, requests: list[bytes], connections: int, seconds: float) -> dict[str, Any]:
-    latencies: list[float] = []
-    errors: list[int] = []
-    # warm up: one pass over a few requests per connection
-    await asyncio.gather(
-        *(_connection(port, requests, c * 7, time.perf_counter() + 0.5, [], []) for c in range(connections))
-    )
-    start = time.perf_counter()
-    deadline = start + seconds
-    counts = await asyncio.gather(
-        *(
-            _connection(port, requests, c * len(requests) // connections, deadline, latencies, errors)
-            for c in range(connections)
-        )
-    )
-    elapsed = time.perf_counter() - start
-    return {
-        "connections": connections,
-        "requests": sum(counts),
-        "frames_per_s": sum(counts) / elapsed,
-        "p50_ms": percentile(latencies, 50) * 1000,
-        "p99_ms": percentile(latencies, 99) * 1000,
-        "errors": len(errors),
-    }
-
-
-def load(port: int, requests: list[bytes], connections: int, seconds: float) -> dict[str, Any]:
-    return asyncio.run(_load(port, requests, connections, seconds))
 
 
 def _iso(epoch: float) -> datetime:
@@ -185,22 +103,11 @@ def timed(fn: Any, repeat: int) -> tuple[float, float]:
     return percentile(samples, 50) * 1000, percentile(samples, 99) * 1000
 
 
-def http_search(port: int, request: bytes, repeat: int) -> tuple[float, float]:
-    async def run() -> list[float]:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        out = []
-        for i in range(repeat + 1):
-            t0 = time.perf_counter()
-            writer.write(request)
-            status, _ = await _response(reader)
-            assert status == 200, status
-            if i:
-                out.append(time.perf_counter() - t0)
-        writer.close()
-        return out
-
-    samples = asyncio.run(run())
-    return percentile(samples, 50) * 1000, percentile(samples, 99) * 1000
+def http_search(url: str, body: bytes, repeat: int) -> tuple[float, float]:
+    """p50/p99 of one SearchImageSets request replayed over one keep-alive connection."""
+    result = asyncio.run(run_each([signed_post(url, body)] * (repeat + 1), 1, timeout=600))
+    assert result.errors == 0, result.statuses
+    return result.p50_ms, result.p99_ms
 
 
 COLUMNS = (
@@ -272,8 +179,7 @@ def search_bench(url: str, n: int, repeat: int, tmp: Path) -> list[dict[str, Any
             path = f"/datastore/{DS}/searchImageSets?maxResults=50"
             for row, criteria in zip(rows, queries(n).values(), strict=True):
                 body = json.dumps(criteria or {}, default=lambda d: d.timestamp()).encode()
-                request = signed_post(server.endpoint, path, body)
-                row["http_p50_ms"], row["http_p99_ms"] = http_search(server.port, request, repeat)
+                row["http_p50_ms"], row["http_p99_ms"] = http_search(server.endpoint + path, body, repeat)
                 print(table([row]).splitlines()[-1], flush=True)
         finally:
             server.stop()
@@ -368,10 +274,10 @@ def frames_bench(tmp: Path, weed: WeedServer, url: str, seconds: float) -> list[
             ]
             path = f"/datastore/{ds_id}/imageSet/{set_id}/getImageFrame"
             requests = [
-                signed_post(server.endpoint, path, json.dumps({"imageFrameId": f}).encode())
+                signed_post(server.endpoint + path, json.dumps({"imageFrameId": f}).encode())
                 for f in frame_ids
             ]
-            stats = load(server.port, requests, 8, seconds)
+            stats = measure(requests, 8, seconds)
             rows.append(
                 {
                     "blobs": label,
