@@ -16,13 +16,13 @@ import random
 import secrets
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from _common import percentile, table, write_result
+from _common import table, write_result
 from loadgen import run_each
+from search_scale import DS, T0, YEAR, queries, timed  # the same data shape and queries at every size
 from serve import measure, signed_post
 
 from openhi.core.datastores import DatastoreService
@@ -39,68 +39,6 @@ from openhi.testing.distributed import DistributedDeployment, postgres_url
 from openhi.testing.weed import WeedServer
 
 # -- query helpers (HTTP goes through the shared load generator, bench/loadgen.py)
-DS = "b" * 32
-T0 = datetime(2024, 1, 1, tzinfo=UTC).timestamp()
-YEAR = 365 * 86400.0
-
-
-def _iso(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, tz=UTC)
-
-
-def _dt(date: str) -> dict[str, Any]:
-    return {"DICOMStudyDateAndTime": {"DICOMStudyDate": date}}
-
-
-def queries(n: int) -> dict[str, dict[str, Any] | None]:
-    """Representative queries; the EQUAL values name rows that exist (row n/2)."""
-    i = n // 2
-    patient, accession, study, series = (
-        f"PAT{i // 10:06d}",
-        f"ACC{i // 3:07d}",
-        f"1.2.826.{i // 3}",
-        f"1.2.826.{i // 3}.{i % 3}",
-    )
-    eq = lambda v: {"values": [v], "operator": "EQUAL"}  # noqa: E731
-    between = lambda a, b: {"values": [a, b], "operator": "BETWEEN"}  # noqa: E731
-    month = between({"createdAt": _iso(T0 + 0.5 * YEAR)}, {"createdAt": _iso(T0 + 0.5 * YEAR + 30 * 86400)})
-    return {
-        "all, updatedAt DESC": None,
-        "patient EQUAL": {"filters": [eq({"DICOMPatientId": patient})]},
-        "accession EQUAL": {"filters": [eq({"DICOMAccessionNumber": accession})]},
-        "study UID EQUAL": {"filters": [eq({"DICOMStudyInstanceUID": study})]},
-        "series UID EQUAL": {"filters": [eq({"DICOMSeriesInstanceUID": series})]},
-        "isPrimary, studyDate DESC": {
-            "filters": [eq({"isPrimary": True})],
-            "sort": {"sortField": "DICOMStudyDateAndTime", "sortOrder": "DESC"},
-        },
-        "createdAt 1 month": {"filters": [month]},
-        "studyDate 1 year, ASC": {
-            "filters": [between(_dt("20150101"), _dt("20151231"))],
-            "sort": {"sortField": "DICOMStudyDateAndTime", "sortOrder": "ASC"},
-        },
-        "patient AND studyDate": {
-            "filters": [eq({"DICOMPatientId": patient}), between(_dt("20040101"), _dt("20231231"))]
-        },
-        "not primary AND createdAt month, createdAt ASC": {
-            "filters": [eq({"isPrimary": False}), month],
-            "sort": {"sortField": "createdAt", "sortOrder": "ASC"},
-        },
-        "updatedAt whole range, createdAt DESC": {
-            "filters": [between({"updatedAt": _iso(T0 - YEAR)}, {"updatedAt": _iso(T0 + 2 * YEAR)})],
-            "sort": {"sortField": "createdAt", "sortOrder": "DESC"},
-        },
-    }
-
-
-def timed(fn: Any, repeat: int) -> tuple[float, float]:
-    fn()
-    samples = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return percentile(samples, 50) * 1000, percentile(samples, 99) * 1000
 
 
 def http_search(url: str, body: bytes, repeat: int) -> tuple[float, float]:
