@@ -27,7 +27,6 @@ _SELECTIVE = {"patient_id", "accession_number", "study_id", "study_uid", "series
 WIDE_RANGE = 20_000
 
 
-
 def build_search_sql(
     datastore_id: str,
     query: SearchQuery,
