@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import random
 import secrets
 import tempfile
 import time
@@ -22,7 +21,14 @@ from typing import Any
 import psycopg
 from _common import table, write_result
 from loadgen import run_each
-from search_scale import DS, T0, YEAR, queries, timed  # the same data shape and queries at every size
+from search_scale import (  # the same data shape and queries at every size
+    COLUMNS,
+    DS,
+    T0,
+    generate_rows,
+    queries,
+    timed,
+)
 from serve import measure, signed_post
 
 from openhi.core.datastores import DatastoreService
@@ -48,39 +54,17 @@ def http_search(url: str, body: bytes, repeat: int) -> tuple[float, float]:
     return result.p50_ms, result.p99_ms
 
 
-COLUMNS = (
-    "id, datastore_id, latest_version, content_version, state, workflow_status, is_primary, created_at,"
-    " updated_at, last_accessed_at, storage_tier, patient_id, patient_name, accession_number, study_id,"
-    " study_uid, series_uid, study_date, study_time, study_datetime, num_series, num_instances"
-)
-
-
 def populate(url: str, schema: str, n: int) -> float:
     """``n`` image sets shaped like bench/search_scale.py's, with COPY; the seconds it took."""
     index = PostgresIndex(url, schema=schema)  # creates the tables
     index.insert_datastore(Datastore(DS, "scale", "ACTIVE", "HTJ2K", T0, T0))
     index.close()
-    rng = random.Random(7)
     t0 = time.perf_counter()
     with psycopg.connect(url) as conn:
         conn.execute(f"SET search_path TO {schema}")
         with conn.cursor().copy(f"COPY image_sets ({COLUMNS}) FROM STDIN") as copy:
-            for i in range(n):
-                created = T0 + rng.random() * YEAR
-                updated = created + rng.random() * 86400 * 30
-                dated = rng.random() > 0.1
-                date = (
-                    f"{2004 + rng.randrange(20)}{1 + rng.randrange(12):02d}{1 + rng.randrange(28):02d}"
-                    if dated
-                    else None
-                )
-                time_ = f"{rng.randrange(24):02d}{rng.randrange(60):02d}00" if dated else None
-                key = f"{date}{time_}.000000" if dated else None
-                copy.write_row((
-                    f"{i:032x}", DS, 1, 1, "ACTIVE", "CREATED", int(rng.random() < 0.9), created, updated,
-                    created, "FREQUENT_ACCESS", f"PAT{i // 10:06d}", "DOE^J", f"ACC{i // 3:07d}", f"S{i // 3}",
-                    f"1.2.826.{i // 3}", f"1.2.826.{i // 3}.{i % 3}", date, time_, key, 1, 1,
-                ))  # fmt: skip
+            for row in generate_rows(n):
+                copy.write_row(row)
         conn.execute("ANALYZE image_sets")
     return time.perf_counter() - t0
 

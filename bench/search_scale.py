@@ -12,6 +12,7 @@ import asyncio
 import random
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,10 +39,16 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC).timestamp()
 YEAR = 365 * 86400.0
 
 
-def populate(index: SqliteIndex, n: int) -> None:
+COLUMNS = (
+    "id, datastore_id, latest_version, content_version, state, workflow_status, is_primary, created_at,"
+    " updated_at, last_accessed_at, storage_tier, patient_id, patient_name, accession_number, study_id,"
+    " study_uid, series_uid, study_date, study_time, study_datetime, num_series, num_instances"
+)
+
+
+def generate_rows(n: int) -> Iterator[tuple[Any, ...]]:
+    """``n`` deterministic image-set rows (values for COLUMNS), the same at every size and backend."""
     rng = random.Random(7)
-    index.insert_datastore(Datastore(DS, "scale", "ACTIVE", "HTJ2K", T0, T0))
-    rows = []
     for i in range(n):
         created = T0 + rng.random() * YEAR
         updated = created + rng.random() * 86400 * 30
@@ -53,21 +60,18 @@ def populate(index: SqliteIndex, n: int) -> None:
         )
         time_ = f"{rng.randrange(24):02d}{rng.randrange(60):02d}00" if dated else None
         key = f"{date}{time_}.000000" if dated else None
-        rows.append(
-            (
-                f"{i:032x}", DS, 1, 1, "ACTIVE", "CREATED", int(rng.random() < 0.9), created, updated,
-                created, "FREQUENT_ACCESS", f"PAT{i // 10:06d}", "DOE^J", f"ACC{i // 3:07d}", f"S{i // 3}",
-                f"1.2.826.{i // 3}", f"1.2.826.{i // 3}.{i % 3}", date, time_, key, 1, 1,
-            )
+        yield (
+            f"{i:032x}", DS, 1, 1, "ACTIVE", "CREATED", int(rng.random() < 0.9), created, updated,
+            created, "FREQUENT_ACCESS", f"PAT{i // 10:06d}", "DOE^J", f"ACC{i // 3:07d}", f"S{i // 3}",
+            f"1.2.826.{i // 3}", f"1.2.826.{i // 3}.{i % 3}", date, time_, key, 1, 1,
         )  # fmt: skip
+
+
+def populate(index: SqliteIndex, n: int) -> None:
+    index.insert_datastore(Datastore(DS, "scale", "ACTIVE", "HTJ2K", T0, T0))
+    marks = ", ".join("?" * len(COLUMNS.split(",")))
     with index.db.write() as conn:
-        conn.executemany(
-            "INSERT INTO image_sets (id, datastore_id, latest_version, content_version, state, workflow_status,"
-            " is_primary, created_at, updated_at, last_accessed_at, storage_tier, patient_id, patient_name,"
-            " accession_number, study_id, study_uid, series_uid, study_date, study_time, study_datetime,"
-            " num_series, num_instances) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
+        conn.executemany(f"INSERT INTO image_sets ({COLUMNS}) VALUES ({marks})", generate_rows(n))
         conn.execute("ANALYZE")
 
 
