@@ -157,6 +157,32 @@ def canonical_query_candidates(raw_query: str, *, exclude: str | None = None) ->
     return list(dict.fromkeys(candidates))
 
 
+@lru_cache(maxsize=1024)
+def _scope(credential: str, signed_headers: str) -> tuple[str, str, str, str, tuple[str, ...]]:
+    """Access key, scope date, region, service and signed header names, checked (cached: a client
+    signs every request of a day with the same credential scope and usually the same header list)."""
+    parts = credential.split("/")
+    if len(parts) != 5 or not all(parts) or parts[4] != "aws4_request":
+        raise AccessDeniedError(
+            "Missing or malformed Authorization header: Credential must be "
+            f"<access key>/<YYYYMMDD>/<region>/<service>/aws4_request, got {credential!r}"
+        )
+    access_key_id, scope_date, region, service, _ = parts
+    if not re.fullmatch(r"\d{8}", scope_date):
+        raise AccessDeniedError(
+            f"Missing or malformed Authorization header: credential scope date {scope_date!r} is not YYYYMMDD"
+        )
+    names = tuple(signed_headers.split(";"))
+    if not all(_HEADER_NAME_RE.match(n) for n in names) or list(names) != sorted(set(names)):
+        raise AccessDeniedError(
+            "Missing or malformed Authorization header: SignedHeaders must be sorted, distinct, "
+            f"lower-case header names separated by ';', got {signed_headers!r}"
+        )
+    if "host" not in names:
+        raise AccessDeniedError("Missing or malformed Authorization header: 'host' must be a signed header")
+    return access_key_id, scope_date, region, service, names
+
+
 def _parse_timestamp(value: str, what: str) -> datetime:
     """``YYYYMMDD'T'HHMMSS'Z'`` as an aware datetime (cached: clients reuse a timestamp for a second)."""
     parsed = _cached_timestamp(value)
@@ -392,27 +418,7 @@ class SigV4Verifier:
         signed_at: datetime,
         expires: int | None,
     ) -> _Signature:
-        parts = credential.split("/")
-        if len(parts) != 5 or not all(parts) or parts[4] != "aws4_request":
-            raise AccessDeniedError(
-                "Missing or malformed Authorization header: Credential must be "
-                f"<access key>/<YYYYMMDD>/<region>/<service>/aws4_request, got {credential!r}"
-            )
-        access_key_id, scope_date, region, service, _ = parts
-        if not re.fullmatch(r"\d{8}", scope_date):
-            raise AccessDeniedError(
-                f"Missing or malformed Authorization header: credential scope date {scope_date!r} is not YYYYMMDD"
-            )
-        names = tuple(signed_headers.split(";"))
-        if not all(_HEADER_NAME_RE.match(n) for n in names) or list(names) != sorted(set(names)):
-            raise AccessDeniedError(
-                "Missing or malformed Authorization header: SignedHeaders must be sorted, distinct, "
-                f"lower-case header names separated by ';', got {signed_headers!r}"
-            )
-        if "host" not in names:
-            raise AccessDeniedError(
-                "Missing or malformed Authorization header: 'host' must be a signed header"
-            )
+        access_key_id, scope_date, region, service, names = _scope(credential, signed_headers)
         if not _SIGNATURE_RE.match(signature):
             raise AccessDeniedError(
                 "Missing or malformed Authorization header: Signature must be 64 lower-case hex digits"
@@ -449,23 +455,22 @@ class SigV4Verifier:
     def _check_time(self, sig: _Signature) -> None:
         now = self._now()
         skew = timedelta(seconds=self._max_skew)
-        server_time = now.strftime(_TIMESTAMP_FORMAT)
         if sig.expires is None:
             if abs(sig.signed_at - now) > skew:
                 raise AccessDeniedError(
                     f"Signature expired: request time {sig.timestamp} is more than "
-                    f"{_format_duration(self._max_skew)} from server time {server_time}"
+                    f"{_format_duration(self._max_skew)} from server time {now.strftime(_TIMESTAMP_FORMAT)}"
                 )
             return
         if sig.signed_at - now > skew:
             raise AccessDeniedError(
                 f"Signature not yet current: request time {sig.timestamp} is more than "
-                f"{_format_duration(self._max_skew)} after server time {server_time}"
+                f"{_format_duration(self._max_skew)} after server time {now.strftime(_TIMESTAMP_FORMAT)}"
             )
         if now > sig.signed_at + timedelta(seconds=sig.expires):
             raise AccessDeniedError(
                 f"Signature expired: presigned URL signed at {sig.timestamp} expired after "
-                f"{sig.expires} seconds (server time {server_time})"
+                f"{sig.expires} seconds (server time {now.strftime(_TIMESTAMP_FORMAT)})"
             )
 
     def _check_signature(
