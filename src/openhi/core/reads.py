@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -221,10 +222,20 @@ class ImageSetReader:
         if path is None:
             return self.env.blobs.get(blob_key)
         try:
-            with open(path, "rb", buffering=0) as fh:
-                return fh.read()
+            fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             raise BlobNotFound(blob_key) from None
+        try:  # fstat + one read: no file object, no second read() to find the end
+            size = os.fstat(fd).st_size
+            data = os.read(fd, size)
+            while len(data) < size:  # a short read (never seen on a regular file): finish it
+                more = os.read(fd, size - len(data))
+                if not more:
+                    break
+                data += more
+            return data
+        finally:
+            os.close(fd)
 
     def _local_path_uncached(self, blob_key: str) -> str | None:
         path = self.env.blobs.local_path(blob_key)
