@@ -1,11 +1,15 @@
 """GetImageFrame throughput and latency vs nginx serving the same bytes; GetImageSetMetadata latency.
 
 Usage: .venv/bin/python bench/serve.py [--n 300] [--size 512] [--seconds 8] [--rounds 1]
+                                       [--api-processes 1,2] [--loadgen wrk|python]
 Imports an n-instance size×size signed 16-bit CT series into a fresh openhi, then drives openhi and an
-nginx (static files, same frame bytes; ``bench/peers_systems.Nginx``) with the same keep-alive HTTP/1.1 load
-generator (``bench/loadgen.py``) at 8 and 32 connections. Each round runs openhi and nginx back to back at
-each concurrency; with several rounds the summary gives medians, and the ratio openhi/nginx is taken within
-a round (so both saw the same background load). Prints tables and writes bench/results/serve-<stamp>.json.
+nginx (static files, same frame bytes; ``bench/peers_systems.Nginx``, one worker per core) with the same
+keep-alive HTTP/1.1 load generator at 8 and 32 connections: wrk with a Lua URL list (``bench/wrk.py``, one
+thread) when wrk is installed, else the asyncio generator (``bench/loadgen.py``). openhi is measured with
+each ``--api-processes`` count (``openhi serve --workers N`` on the same data). Each round runs openhi and
+nginx back to back at each concurrency; with several rounds the summary gives medians, and the ratio
+openhi/nginx is taken within a round (so both saw the same background load). Prints tables and writes
+bench/results/serve-<stamp>.json.
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ from _common import table, write_result
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from loadgen import Request, run_each, run_sync
+from loadgen import Request, Result, run_each, run_sync
 from peers_systems import Nginx
+from wrk import available as wrk_available
+from wrk import run_wrk
 
 from contract.helpers import active_datastore
 from contract.imaging import run_import
@@ -45,8 +51,12 @@ def signed_post(url: str, body: bytes) -> Request:
     return Request("POST", url, dict(request.headers.items()), body)
 
 
-def measure(requests: list[Request], connections: int, seconds: float) -> dict[str, Any]:
-    result = run_sync(requests, connections, seconds, warmup=WARMUP_S)
+def measure(requests: list[Request], connections: int, seconds: float, loadgen: str) -> dict[str, Any]:
+    result: Result
+    if loadgen == "wrk":
+        result = run_wrk(requests, connections, seconds, warmup=1.0)
+    else:
+        result = run_sync(requests, connections, seconds, warmup=WARMUP_S)
     return {
         "connections": connections,
         "requests": result.requests,
@@ -60,10 +70,11 @@ def measure(requests: list[Request], connections: int, seconds: float) -> dict[s
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per concurrency: median openhi and nginx frames/s and p99 over the rounds, and the median ratio."""
     out = []
-    for connections in CONNECTIONS:
+    processes = sorted({row["processes"] for row in rows if row["server"] == "openhi"})
+    for procs, connections in ((p, c) for p in processes for c in CONNECTIONS):
         by_round: dict[int, dict[str, dict[str, Any]]] = {}
         for row in rows:
-            if row["connections"] == connections:
+            if row["connections"] == connections and row["processes"] == procs:
                 by_round.setdefault(row["round"], {})[row["server"]] = row
         rounds = [r for r in by_round.values() if "openhi" in r and "nginx" in r]
         if not rounds:
@@ -74,6 +85,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
         out.append(
             {
+                "api_processes": procs,
                 "connections": connections,
                 "rounds": len(rounds),
                 "openhi_fps": med("openhi", "frames_per_s"),
@@ -101,7 +113,14 @@ def main() -> None:
         default=os.cpu_count() or 1,
         help="nginx worker processes (default: cores)",
     )
+    parser.add_argument(
+        "--api-processes", default="1,2", help="comma-separated openhi API process counts (serve --workers N)"
+    )
+    parser.add_argument(
+        "--loadgen", choices=("wrk", "python"), default="wrk" if wrk_available() else "python"
+    )
     args = parser.parse_args()
+    process_counts = [int(p) for p in args.api_processes.split(",")]
 
     with tempfile.TemporaryDirectory(prefix="openhi-bench-serve-") as tmp:
         root = Path(tmp)
@@ -140,15 +159,20 @@ def main() -> None:
             nginx_reqs = [Request("GET", f"{nginx.endpoint}/frames/{f}.jph") for f in frame_ids]
 
             rows = []
-            for round_no in range(args.rounds):
-                openhi_reqs = [
-                    signed_post(frame_url, json.dumps({"imageFrameId": f}).encode()) for f in frame_ids
-                ]
-                for connections in CONNECTIONS:
-                    for name, reqs in (("openhi", openhi_reqs), ("nginx", nginx_reqs)):
-                        row = {"round": round_no, "server": name, **measure(reqs, connections, args.seconds)}
-                        rows.append(row)
-                        print(table([row]).splitlines()[-1], flush=True)
+            for procs in process_counts:
+                server.stop()
+                server = RunningServer(root / "data", port=server.port, extra_args=["--workers", str(procs)])
+                server.start()
+                for round_no in range(args.rounds):
+                    openhi_reqs = [
+                        signed_post(frame_url, json.dumps({"imageFrameId": f}).encode()) for f in frame_ids
+                    ]
+                    for connections in CONNECTIONS:
+                        for name, reqs in (("openhi", openhi_reqs), ("nginx", nginx_reqs)):
+                            measured = measure(reqs, connections, args.seconds, args.loadgen)
+                            row = {"round": round_no, "processes": procs, "server": name, **measured}
+                            rows.append(row)
+                            print(table([row]).splitlines()[-1], flush=True)
             meta_url = f"{server.endpoint}/datastore/{ds_id}/imageSet/{set_id}/getImageSetMetadata"
             meta_result = asyncio.run(run_each([signed_post(meta_url, b"")] * 200, 1, timeout=120))
             meta = {
@@ -181,6 +205,8 @@ def main() -> None:
             "seconds_per_run": args.seconds,
             "rounds": args.rounds,
             "nginx_workers": args.nginx_workers,
+            "api_processes": process_counts,
+            "load_generator": "wrk -t1 (Lua URL list)" if args.loadgen == "wrk" else "bench/loadgen.py",
             "mean_frame_bytes": mean_frame,
             "metadata_gzip_bytes": len(blob),
             "import_seconds": import_s,
