@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import table, write_result
+from _common import table, tree_cpu_seconds, write_result
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -41,7 +41,6 @@ from openhi.testing import RunningServer
 
 CREDS = Credentials("openhi-bench", "openhi-bench-secret")
 CONNECTIONS = (8, 32)
-WARMUP_S = 0.5
 
 
 def signed_post(url: str, body: bytes) -> Request:
@@ -51,12 +50,16 @@ def signed_post(url: str, body: bytes) -> Request:
     return Request("POST", url, dict(request.headers.items()), body)
 
 
-def measure(requests: list[Request], connections: int, seconds: float, loadgen: str) -> dict[str, Any]:
-    result: Result
-    if loadgen == "wrk":
-        result = run_wrk(requests, connections, seconds, warmup=1.0)
-    else:
-        result = run_sync(requests, connections, seconds, warmup=WARMUP_S)
+def measure(
+    requests: list[Request], connections: int, seconds: float, loadgen: str, server_pid: int
+) -> dict[str, Any]:
+    """One closed-loop run after a short unrecorded warm-up; also the server's CPU time per request
+    (its whole process tree), the figure that does not depend on how the cores were shared."""
+    run = run_wrk if loadgen == "wrk" else run_sync
+    run(requests, connections, 1.0)  # warm-up
+    cpu0 = tree_cpu_seconds(server_pid)
+    result: Result = run(requests, connections, seconds)
+    cpu = tree_cpu_seconds(server_pid) - cpu0
     return {
         "connections": connections,
         "requests": result.requests,
@@ -64,6 +67,7 @@ def measure(requests: list[Request], connections: int, seconds: float, loadgen: 
         "p50_ms": result.p50_ms,
         "p99_ms": result.p99_ms,
         "errors": result.errors,
+        "server_cpu_us_per_frame": cpu * 1e6 / max(1, result.requests),
     }
 
 
@@ -93,6 +97,8 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "ratio": statistics.median(
                     r["openhi"]["frames_per_s"] / r["nginx"]["frames_per_s"] for r in rounds
                 ),
+                "openhi_cpu_us": med("openhi", "server_cpu_us_per_frame"),
+                "nginx_cpu_us": med("nginx", "server_cpu_us_per_frame"),
                 "openhi_p50_ms": med("openhi", "p50_ms"),
                 "openhi_p99_ms": med("openhi", "p99_ms"),
                 "nginx_p99_ms": med("nginx", "p99_ms"),
@@ -168,8 +174,11 @@ def main() -> None:
                         signed_post(frame_url, json.dumps({"imageFrameId": f}).encode()) for f in frame_ids
                     ]
                     for connections in CONNECTIONS:
-                        for name, reqs in (("openhi", openhi_reqs), ("nginx", nginx_reqs)):
-                            measured = measure(reqs, connections, args.seconds, args.loadgen)
+                        for name, reqs, pid in (
+                            ("openhi", openhi_reqs, server.proc.pid if server.proc else 0),
+                            ("nginx", nginx_reqs, nginx.proc.pid if nginx.proc else 0),
+                        ):
+                            measured = measure(reqs, connections, args.seconds, args.loadgen, pid)
                             row = {"round": round_no, "processes": procs, "server": name, **measured}
                             rows.append(row)
                             print(table([row]).splitlines()[-1], flush=True)

@@ -101,6 +101,8 @@ def serve(config: ServerConfig, host: str, port: int, log_level: str = "info", p
         "log_level": log_level,
         "lifespan": "on",
         "access_log": False,
+        # openhi never reads the client address, so uvicorn's X-Forwarded-For rewriting layer is skipped
+        "proxy_headers": False,
         "timeout_graceful_shutdown": 10,
     }
     if processes <= 1:
