@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,6 +65,9 @@ class FsObjectStore:
         return self._bucket_dir(bucket).is_dir()
 
     def get(self, bucket: str, key: str) -> bytes:
+        data = self._get_opened(bucket, key)
+        if data is not None:
+            return data
         bucket_dir, path = self._object_path(bucket, key)
         if not bucket_dir.is_dir():
             raise BucketNotFound(f"bucket {bucket!r} does not exist")
@@ -71,6 +75,48 @@ class FsObjectStore:
             return path.read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ObjectNotFound(f"s3://{bucket}/{key} does not exist") from None
+
+    def _get_opened(self, bucket: str, key: str) -> bytes | None:
+        """The common case cheaply: open the file, then check where the opened file really is.
+
+        The kernel's name of the open file (``/proc/self/fd``) is its resolved path, so one ``open`` and
+        one ``readlink`` replace resolving every path component, and the check covers exactly the file
+        that is read. None (the caller decides, as before) when the file can't be opened, isn't a
+        regular file, or ``/proc`` is unavailable.
+        """
+        validate_key(key)
+        if TEMP_PREFIX in key and any(part.startswith(TEMP_PREFIX) for part in key.split("/")):
+            return None
+        bucket_dir = os.path.join(self.root, validate_bucket(bucket))
+        try:
+            fd = os.open(os.path.join(bucket_dir, key), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            try:
+                real = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                return None
+            bucket_real = os.path.realpath(bucket_dir)
+            inside = bucket_real if bucket_real.endswith("/") else bucket_real + "/"
+            if not real.startswith(inside):
+                raise ValidationError(
+                    f"Invalid object key {key!r} in bucket {bucket!r}: it resolves outside the bucket"
+                )
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                return None
+            chunks = []
+            remaining = info.st_size + 1  # one byte more: a file that grew is read to its end
+            while True:
+                chunk = os.read(fd, max(remaining, 65536))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                remaining -= len(chunk)
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        finally:
+            os.close(fd)
 
     def put(self, bucket: str, key: str, data: bytes) -> None:
         bucket_dir, path = self._object_path(bucket, key)
@@ -105,30 +151,55 @@ class FsObjectStore:
         if not start.resolve().is_relative_to(bucket_real) or not start.is_dir():
             return iter(())
         found: list[ObjectInfo] = []
-        for dirpath, dirnames, filenames in os.walk(start, followlinks=False):
-            dirnames[:] = [d for d in dirnames if not d.startswith(TEMP_PREFIX)]
+        for dirpath, entries in _walk(str(start)):
             rel_dir = Path(dirpath).relative_to(bucket_dir).as_posix()
-            for name in filenames:
+            for entry in entries:
+                name = entry.name
                 if name.startswith(TEMP_PREFIX):
                     continue
                 key = name if rel_dir == "." else f"{rel_dir}/{name}"
                 if not key.startswith(prefix):
                     continue
-                full = Path(dirpath, name)
-                if full.is_symlink() and not full.resolve().is_relative_to(bucket_real):
+                if entry.is_symlink() and not Path(entry.path).resolve().is_relative_to(bucket_real):
                     log.warning(
                         "skipping s3://%s/%s: a symlink that resolves outside the bucket", bucket, key
                     )
                     continue
                 try:
-                    size = full.stat().st_size
+                    info = entry.stat()  # follows a symlink; cached from the directory scan otherwise
                 except OSError:  # vanished, or a dangling symlink
                     continue
-                if not full.is_file():
+                if not stat.S_ISREG(info.st_mode):
                     continue
-                found.append(ObjectInfo(key=key, size=size))
+                found.append(ObjectInfo(key=key, size=info.st_size))
         found.sort(key=lambda info: info.key)
         return iter(found)
+
+
+def _walk(top: str) -> Iterator[tuple[str, list[os.DirEntry[str]]]]:
+    """``os.walk(top, followlinks=False)`` without temporary-named directories, yielding each directory's
+    non-directory entries as ``DirEntry`` objects (their file type and ``stat`` come from the scan)."""
+    stack = [top]
+    while stack:
+        dirpath = stack.pop()
+        try:
+            with os.scandir(dirpath) as scan:
+                entries = list(scan)
+        except OSError:
+            continue
+        files: list[os.DirEntry[str]] = []
+        subdirs: list[str] = []
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if not is_dir:
+                files.append(entry)
+            elif not entry.name.startswith(TEMP_PREFIX) and not entry.is_symlink():
+                subdirs.append(entry.path)
+        yield dirpath, files
+        stack.extend(reversed(subdirs))
 
 
 def _fsync_dir(directory: Path) -> None:
