@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 import threading
 import time
 from collections.abc import Iterator
@@ -79,6 +80,39 @@ def import_one(
     return replace(processed, frames=[])
 
 
+def import_batch(
+    objects: ObjectStore,
+    bucket: str,
+    blobs: BlobStore,
+    datastore_id: str,
+    storage_format: str,
+    keys: list[str],
+) -> list[ProcessedInstance | Exception]:
+    """``import_one`` for each key, in order; a file's exception is its result (one pool task, many files).
+
+    Batching divides the per-task cost of the process pool (pickling the stores, queue hops, the
+    executor's bookkeeping on both sides) by the batch size.
+    """
+    out: list[ProcessedInstance | Exception] = []
+    for key in keys:
+        try:
+            out.append(import_one(objects, bucket, blobs, datastore_id, storage_format, key))
+        except Exception as exc:
+            out.append(_picklable(exc))
+    return out
+
+
+def _picklable(exc: Exception) -> Exception:
+    """The exception itself when it survives the trip back to the server process, else its message."""
+    if isinstance(exc, InstanceRejected):
+        return exc
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return RuntimeError(str(exc))
+    return exc
+
+
 @dataclass
 class Outcome:
     """What became of the job's files, for the output reports."""
@@ -109,6 +143,8 @@ class LeaseLost(Exception):
 
 
 COMMIT_ATTEMPTS = 5
+#: Files per pixel-pool task at most (smaller for small jobs and at a job's end).
+MAX_BATCH = 8
 
 
 class ImportRun:
@@ -170,6 +206,9 @@ class ImportRun:
         work = partial(
             import_one, self.env.objects, bucket, self.env.blobs, self.job.datastore_id, storage_format
         )
+        batch_work = partial(
+            import_batch, self.env.objects, bucket, self.env.blobs, self.job.datastore_id, storage_format
+        )
         too_big = "File of {} bytes exceeds the per-file maximum of {} bytes."
         if pool is None:
             for info in objects:
@@ -182,28 +221,39 @@ class ImportRun:
                     result = exc
                 yield info, result
             return
-        in_flight: dict[Future[ProcessedInstance], ObjectInfo] = {}
-        limit = 4 * max(1, getattr(pool, "_max_workers", 2))
-        pending = iter(objects)
-        exhausted = False
+        workers = max(1, getattr(pool, "_max_workers", 2))
+        in_flight: dict[Future[list[ProcessedInstance | Exception]], list[ObjectInfo]] = {}
+        limit = 2 * workers  # batches: one running and one queued per worker keep every worker busy
+        position = 0
         try:
-            while in_flight or not exhausted:
-                while not exhausted and len(in_flight) < limit:
-                    nxt = next(pending, None)
-                    if nxt is None:
-                        exhausted = True
-                        break
-                    if nxt.size > max_file:
-                        yield nxt, InstanceRejected("ValidationException", too_big.format(nxt.size, max_file))
-                        continue
-                    in_flight[pool.submit(work, nxt.key)] = nxt
+            while in_flight or position < len(objects):
+                while position < len(objects) and len(in_flight) < limit:
+                    # batches shrink towards the end so that the workers finish together
+                    size = max(1, min(MAX_BATCH, (len(objects) - position) // (2 * workers)))
+                    batch: list[ObjectInfo] = []
+                    while position < len(objects) and len(batch) < size:
+                        nxt = objects[position]
+                        position += 1
+                        if nxt.size > max_file:
+                            yield (
+                                nxt,
+                                InstanceRejected("ValidationException", too_big.format(nxt.size, max_file)),
+                            )
+                        else:
+                            batch.append(nxt)
+                    if batch:
+                        in_flight[pool.submit(batch_work, [info.key for info in batch])] = batch
                 if not in_flight:
                     continue
                 done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                 for fut in done:
-                    finished = in_flight.pop(fut)
+                    infos = in_flight.pop(fut)
                     error = fut.exception()
-                    yield finished, (error if error is not None else fut.result())
+                    if error is not None:  # the worker died (BrokenProcessPool) or the batch could not run
+                        for info in infos:
+                            yield info, error
+                        continue
+                    yield from zip(infos, fut.result(), strict=True)
         finally:
             for fut in in_flight:  # abandoned (lease lost): don't let queued files run for nothing
                 fut.cancel()
