@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.pixels.decoders.base import get_decoder
@@ -17,6 +20,43 @@ _NATIVE_LE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
 #: Image Pixel module elements pydicom requires before it decodes native data (all must be present).
 _REQUIRED_PIXEL_TAGS = (0x00280002, 0x00280004, 0x00280010, 0x00280011, 0x00280100, 0x00280101, 0x00280103)
 _MONOCHROME = frozenset({"MONOCHROME1", "MONOCHROME2"})
+ROWS, COLUMNS, SAMPLES, PLANAR = 0x00280010, 0x00280011, 0x00280002, 0x00280006
+BITS_ALLOCATED, BITS_STORED, PIXEL_REPRESENTATION = 0x00280100, 0x00280101, 0x00280103
+_US_LE = struct.Struct("<H")
+_US_VRS = frozenset({"US", None})  # None: implicit VR, where these tags' dictionary VR is US
+_PIXEL_VRS = frozenset({"OB", "OW", None})
+
+
+def us_value(ds: Dataset, tag: int, keyword: str, *, required: bool = False) -> Any:
+    """``ds.<keyword>`` (``required``) or ``ds.get(keyword)`` for a US element of the Image Pixel module.
+
+    A single little-endian value still in raw form is unpacked straight from its two bytes: the
+    same int pydicom's conversion gives, without its ~15 µs per element. Anything else (absent,
+    already converted, other VR or length, big endian) is pydicom's own answer.
+    """
+    elem: DataElement | RawDataElement | None = ds.get_item(tag)
+    if (
+        type(elem) is RawDataElement
+        and elem.VR in _US_VRS
+        and elem.is_little_endian
+        and type(elem.value) is bytes
+        and len(elem.value) == 2
+    ):
+        return _US_LE.unpack(elem.value)[0]
+    return getattr(ds, keyword) if required else ds.get(keyword)
+
+
+def _pixel_bytes(ds: Dataset) -> Any:
+    """``ds.PixelData``; raw little-endian OB/OW bytes as they are (pydicom's value, unconverted)."""
+    elem: DataElement | RawDataElement | None = ds.get_item(PIXEL_DATA)
+    if (
+        type(elem) is RawDataElement
+        and elem.VR in _PIXEL_VRS
+        and elem.is_little_endian
+        and type(elem.value) is bytes
+    ):
+        return elem.value
+    return ds.PixelData
 
 
 class PixelDataError(ValueError):
@@ -51,15 +91,16 @@ def pixel_info(ds: Dataset) -> PixelInfo:
     """Read the Image Pixel module; raise ``PixelDataError`` when a required value is missing/invalid."""
     try:
         frames = ds.get("NumberOfFrames") or 1
+        allocated = us_value(ds, BITS_ALLOCATED, "BitsAllocated", required=True)
         info = PixelInfo(
-            rows=int(ds.Rows),
-            columns=int(ds.Columns),
-            samples=int(ds.get("SamplesPerPixel") or 1),
-            bits_allocated=int(ds.BitsAllocated),
-            bits_stored=int(ds.get("BitsStored") or ds.BitsAllocated),
-            signed=int(ds.get("PixelRepresentation") or 0) == 1,
+            rows=int(us_value(ds, ROWS, "Rows", required=True)),
+            columns=int(us_value(ds, COLUMNS, "Columns", required=True)),
+            samples=int(us_value(ds, SAMPLES, "SamplesPerPixel") or 1),
+            bits_allocated=int(allocated),
+            bits_stored=int(us_value(ds, BITS_STORED, "BitsStored") or allocated),
+            signed=int(us_value(ds, PIXEL_REPRESENTATION, "PixelRepresentation") or 0) == 1,
             photometric=str(ds.get("PhotometricInterpretation") or ""),
-            planar=int(ds.get("PlanarConfiguration") or 0),
+            planar=int(us_value(ds, PLANAR, "PlanarConfiguration") or 0),
             frames=int(frames),
         )
     except (AttributeError, TypeError, ValueError) as exc:
@@ -112,14 +153,18 @@ def _native_monochrome(ds: Dataset, transfer_syntax: str) -> list[np.ndarray] | 
     Bits Allocated). Returns ``None`` whenever anything is unusual (missing or out-of-range Image
     Pixel values, colour, bit-packed data, Pixel Data of unexpected length): pydicom decides then.
     """
-    if transfer_syntax not in _NATIVE_LE or any(tag not in ds for tag in _REQUIRED_PIXEL_TAGS):
+    if transfer_syntax not in _NATIVE_LE or any(ds.get_item(tag) is None for tag in _REQUIRED_PIXEL_TAGS):
         return None
     try:
-        samples, photometric = int(ds.SamplesPerPixel), str(ds.PhotometricInterpretation)
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        allocated, stored, signed = int(ds.BitsAllocated), int(ds.BitsStored), int(ds.PixelRepresentation)
+        samples = int(us_value(ds, SAMPLES, "SamplesPerPixel", required=True))
+        photometric = str(ds.PhotometricInterpretation)
+        rows = int(us_value(ds, ROWS, "Rows", required=True))
+        cols = int(us_value(ds, COLUMNS, "Columns", required=True))
+        allocated = int(us_value(ds, BITS_ALLOCATED, "BitsAllocated", required=True))
+        stored = int(us_value(ds, BITS_STORED, "BitsStored", required=True))
+        signed = int(us_value(ds, PIXEL_REPRESENTATION, "PixelRepresentation", required=True))
         frames = int(ds.get("NumberOfFrames") or 1)
-        data = ds.PixelData
+        data = _pixel_bytes(ds)
     except (AttributeError, TypeError, ValueError):
         return None
     if (
