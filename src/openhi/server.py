@@ -20,6 +20,7 @@ from openhi.awsapi.sigv4 import SigV4Verifier
 from openhi.core.settings import Settings
 from openhi.services import ServerConfig, build_services
 from openhi.storage.registry import open_blobs, open_index
+from openhi.zerocopy import ZeroCopyHttpToolsProtocol
 
 # `serve --workers N`: the parent hands each API process its configuration in this variable
 CONFIG_ENV = "OPENHI_SERVE_CONFIG"
@@ -103,6 +104,8 @@ def serve(config: ServerConfig, host: str, port: int, log_level: str = "info", p
         "access_log": False,
         # openhi never reads the client address, so uvicorn's X-Forwarded-For rewriting layer is skipped
         "proxy_headers": False,
+        # httptools plus the ASGI zero-copy extension: frames go from their file to the socket by sendfile
+        "http": ZeroCopyHttpToolsProtocol,
         "timeout_graceful_shutdown": 10,
     }
     if processes <= 1:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +13,8 @@ import pytest
 import pg
 from openhi.awsapi.router import Router
 from openhi.codec.jph import wrap_jph
-from openhi.core.reads import _as_jph
+from openhi.core.file_body import CHUNK, FileBody
+from openhi.core.reads import HEAD_BYTES, _as_jph
 from openhi.core.records import FrameRef, ImageSet, ImageSetVersion
 from openhi.ports.index import MetadataIndex, VersionCommit
 from openhi.storage.sqlite.index import SqliteIndex
@@ -87,8 +90,18 @@ def _codestream(width: int, height: int, depths: tuple[int, ...], body: bytes) -
     ],
     ids=["grey16", "rgb8", "mixed-depths"],
 )
-def test_as_jph_is_wrap_jph(codestream: bytes) -> None:
-    assert _as_jph(codestream) == wrap_jph(codestream)
+def test_as_jph_is_wrap_jph(codestream: bytes, tmp_path: Path) -> None:
+    assert _as_jph(codestream, codestream[:HEAD_BYTES]) == wrap_jph(codestream)
+    wrapped = _as_jph(_file_body(tmp_path, codestream), codestream[:HEAD_BYTES])
+    assert isinstance(wrapped, FileBody) and len(wrapped) == len(wrap_jph(codestream))
+    assert wrapped.read() == wrap_jph(codestream)  # the prefix, then the file unchanged
+
+
+def _file_body(tmp_path: Path, data: bytes) -> FileBody:
+    path = tmp_path / "frame"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    return FileBody(fd, len(data))
 
 
 @pytest.mark.parametrize(
@@ -96,12 +109,28 @@ def test_as_jph_is_wrap_jph(codestream: bytes) -> None:
     [b"", b"\xff\x4f\xff\x51\x00", b"\xff\x4f\xff\x51\x00\x10" + b"x" * 64, b"\x00" * 64],
     ids=["empty", "no-siz-length", "short-siz", "not-j2k"],
 )
-def test_as_jph_fails_like_wrap_jph(bad: bytes) -> None:
+def test_as_jph_fails_like_wrap_jph(bad: bytes, tmp_path: Path) -> None:
     with pytest.raises(Exception) as expected:
         wrap_jph(bad)
     with pytest.raises(Exception) as got:
-        _as_jph(bad)
+        _as_jph(bad, bad[:HEAD_BYTES])
     assert (type(got.value), str(got.value)) == (type(expected.value), str(expected.value))
+    body = _file_body(tmp_path, bad)
+    with pytest.raises(Exception) as from_file:
+        _as_jph(body, bad[:HEAD_BYTES])
+    assert (type(from_file.value), str(from_file.value)) == (type(expected.value), str(expected.value))
+    body.close()
+
+
+def test_file_body_iterates_in_chunks_and_closes(tmp_path: Path) -> None:
+    data = os.urandom(CHUNK * 2 + 123)
+    body = _file_body(tmp_path, data)
+    body.prefix = b"head"
+    chunks = list(body)
+    assert b"".join(chunks) == b"head" + data and len(chunks) == 4
+    with pytest.raises(ValueError):
+        body.fileno()
+    body.close()  # closing twice is harmless
 
 
 def test_cached_route_matches_are_fresh_dicts() -> None:

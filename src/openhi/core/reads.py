@@ -12,6 +12,7 @@ from openhi.codec.transfer_syntax import HTJ2K_RPCL, content_type
 from openhi.core.datastores import DatastoreService
 from openhi.core.env import Env
 from openhi.core.errors import ConflictError, NotAcceptableError, NotFoundError
+from openhi.core.file_body import FileBody
 from openhi.core.pagination import Paginator
 from openhi.core.records import ImageSet, ImageSetVersion
 from openhi.core.search import parse_criteria, query_fingerprint, sort_echo, study_datetime_key
@@ -21,6 +22,8 @@ from openhi.ports.blobs import BlobNotFound
 MAX_PAGE = 50
 JPH = "image/jph"
 JPHC = "image/jphc"
+#: bytes read from the start of a frame file: SOC and a SIZ segment of up to 100 components
+HEAD_BYTES = 4 + 38 + 3 * 100
 _HTJ2K_OFFERED = [JPH, JPHC]
 
 
@@ -45,7 +48,9 @@ class ImageSetView:
 
 @dataclass
 class Frame:
-    data: bytes
+    """A frame's answer: the bytes, or an open local file with the JPH boxes as its prefix."""
+
+    data: bytes | FileBody
     content_type: str
 
 
@@ -216,8 +221,9 @@ class ImageSetReader:
             )
         return inline
 
-    def _frame_blob(self, blob_key: str) -> bytes:
-        """``blobs.get``; a blob that is a local file is read straight from it (unbuffered, no path objects)."""
+    def _frame_blob(self, blob_key: str) -> bytes | FileBody:
+        """``blobs.get``; a blob that is a local file comes back open, as a :class:`FileBody` the server
+        can send with sendfile, its first bytes already read (:data:`HEAD_BYTES`) for the checks below."""
         path = self._local_path(blob_key)
         if path is None:
             return self.env.blobs.get(blob_key)
@@ -225,17 +231,12 @@ class ImageSetReader:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             raise BlobNotFound(blob_key) from None
-        try:  # fstat + one read: no file object, no second read() to find the end
-            size = os.fstat(fd).st_size
-            data = os.read(fd, size)
-            while len(data) < size:  # a short read (never seen on a regular file): finish it
-                more = os.read(fd, size - len(data))
-                if not more:
-                    break
-                data += more
-            return data
-        finally:
+        try:
+            body = FileBody(fd, os.fstat(fd).st_size)
+        except BaseException:
             os.close(fd)
+            raise
+        return body
 
     def _local_path_uncached(self, blob_key: str) -> str | None:
         path = self.env.blobs.local_path(blob_key)
@@ -263,11 +264,17 @@ class ImageSetReader:
             raise NotFoundError(
                 f"Image frame {frame_id} of image set {image_set_id} is not stored."
             ) from None
-        htj2k_rpcl = ref.stored_ts == HTJ2K_RPCL or (not ref.stored_ts and data[:4] == SOC_SIZ)
-        offered = _HTJ2K_OFFERED if htj2k_rpcl else [content_type(ref.stored_ts or None)]
-        chosen = offered[0] if accept is None else negotiate(accept, offered)
-        if htj2k_rpcl and chosen == JPH:
-            data = _as_jph(data)
+        try:
+            head = os.pread(data.fileno(), HEAD_BYTES, 0) if isinstance(data, FileBody) else data
+            htj2k_rpcl = ref.stored_ts == HTJ2K_RPCL or (not ref.stored_ts and head[:4] == SOC_SIZ)
+            offered = _HTJ2K_OFFERED if htj2k_rpcl else [content_type(ref.stored_ts or None)]
+            chosen = offered[0] if accept is None else negotiate(accept, offered)
+            if htj2k_rpcl and chosen == JPH:
+                data = _as_jph(data, head)
+        except BaseException:
+            if isinstance(data, FileBody):
+                data.close()
+            raise
         self.touches.touch(datastore_id, image_set_id)
         return Frame(data, chosen)
 
@@ -309,13 +316,19 @@ def _jph_prefix(siz: bytes) -> bytes:
     return wrapped[: len(wrapped) - len(siz) - 8]
 
 
-def _as_jph(codestream: bytes) -> bytes:
-    """``wrap_jph(codestream)``, byte for byte, with one copy of the codestream instead of three."""
-    if len(codestream) < 6:
-        return wrap_jph(codestream)  # not even a SIZ length: fails exactly as wrap_jph does
-    siz = codestream[: 4 + int.from_bytes(codestream[4:6], "big")]
-    box_header = (8 + len(codestream)).to_bytes(4, "big") + b"jp2c"
-    return b"".join((_jph_prefix(siz), box_header, codestream))
+def _as_jph(data: bytes | FileBody, head: bytes) -> bytes | FileBody:
+    """``wrap_jph(codestream)``, byte for byte: the JPH boxes are a prefix (cached per SIZ segment) before
+    the unchanged codestream, which an open file keeps as it is (``head``: the codestream's first bytes)."""
+    size = len(data)
+    siz_end = 4 + int.from_bytes(head[4:6], "big") if len(head) >= 6 else size + 1
+    if siz_end > len(head):  # no complete SIZ in the head (tiny or odd codestream): the plain way
+        codestream = data.read() if isinstance(data, FileBody) else data
+        return wrap_jph(codestream)  # fails exactly as wrap_jph does when there is no SIZ at all
+    prefix = _jph_prefix(head[:siz_end]) + (8 + size).to_bytes(4, "big") + b"jp2c"
+    if isinstance(data, FileBody):
+        data.prefix = prefix
+        return data
+    return b"".join((prefix, data))
 
 
 def _sort_value(row: ImageSet, column: str) -> Any:

@@ -1,0 +1,105 @@
+"""uvicorn's httptools protocol plus the ASGI zero-copy send extension (``http.response.zerocopysend``).
+
+uvicorn answers an ASGI app only with bytes it is handed, so a frame blob would be read into memory, copied
+into the response and copied again into the socket. This protocol advertises the ASGI extension
+(https://asgi.readthedocs.io/en/latest/extensions.html#zero-copy-send) and serves such a message with
+``os.sendfile`` from the open file to the socket when nothing else is queued on the connection; if the socket
+takes only part of it, or the transport is not a plain TCP socket, the rest goes through the transport like
+any body. Everything else (parsing, keep-alive, flow control, bodies) is uvicorn's own code.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+ZEROCOPY = "http.response.zerocopysend"
+Message = MutableMapping[str, Any]
+
+
+class ZeroCopyHttpToolsProtocol(HttpToolsProtocol):
+    """Every request's scope advertises ``http.response.zerocopysend``; its send serves that message."""
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is None or cycle.response_started:
+            return
+        cycle.scope.setdefault("extensions", {})[ZEROCOPY] = {}
+        # The ASGI task looks ``cycle.send`` up when it first runs, which is after this method returns.
+        original: Callable[[Message], Awaitable[None]] = cycle.send  # type: ignore[assignment]
+        cycle.send = _send_with_zerocopy(cycle, original)  # type: ignore[method-assign,assignment]
+
+
+def _send_with_zerocopy(
+    cycle: RequestResponseCycle, send: Callable[[Message], Awaitable[None]]
+) -> Callable[[Message], Awaitable[None]]:
+    async def zerocopy_send(message: Message) -> None:
+        if message["type"] != ZEROCOPY:
+            await send(message)
+            return
+        await _send_file(cycle, message)
+
+    return zerocopy_send
+
+
+async def _send_file(cycle: RequestResponseCycle, message: Message) -> None:
+    if not cycle.response_started or cycle.response_complete:
+        raise RuntimeError(
+            f"Unexpected ASGI message '{ZEROCOPY}' before the response start or after its end."
+        )
+    if cycle.chunked_encoding:
+        raise RuntimeError(f"'{ZEROCOPY}' needs a response with a Content-Length.")
+    if cycle.flow.write_paused and not cycle.disconnected:
+        await cycle.flow.drain()
+    if cycle.disconnected:
+        return
+    fd = message["file"].fileno()
+    offset = message.get("offset")
+    if offset is None:
+        offset = os.lseek(fd, 0, os.SEEK_CUR)
+    count = message.get("count")
+    if count is None:
+        count = os.fstat(fd).st_size - offset
+    if cycle.scope["method"] != "HEAD":
+        if count > cycle.expected_content_length:
+            raise RuntimeError("Response content longer than Content-Length")
+        cycle.expected_content_length -= count
+        _write_file(cycle.transport, fd, offset, count)
+    if not message.get("more_body", False):
+        if cycle.scope["method"] == "HEAD":
+            cycle.expected_content_length = 0
+        if cycle.expected_content_length != 0:
+            raise RuntimeError("Response content shorter than Content-Length")
+        cycle.response_complete = True
+        cycle.message_event.set()
+        if not cycle.keep_alive:
+            cycle.transport.close()
+        cycle.on_response()
+
+
+def _write_file(transport: Any, fd: int, offset: int, count: int) -> None:
+    """``sendfile`` straight to the socket when the transport has nothing queued (so bytes stay in order);
+    whatever the socket does not take now is read and queued on the transport."""
+    sent = 0
+    sock = transport.get_extra_info("socket")
+    plain = sock is not None and transport.get_extra_info("sslcontext") is None
+    if plain and transport.get_write_buffer_size() == 0:
+        try:
+            while sent < count:
+                n = os.sendfile(sock.fileno(), fd, offset + sent, count - sent)
+                if n == 0:
+                    break
+                sent += n
+        except (BlockingIOError, InterruptedError):
+            pass  # the socket buffer is full: the transport queues the rest and sends it when it drains
+        except OSError:
+            pass  # e.g. a file system without sendfile support: fall back to reading
+    if sent < count:
+        rest = os.pread(fd, count - sent, offset + sent)
+        if len(rest) != count - sent:
+            raise RuntimeError("The file is shorter than the count to send.")
+        transport.write(rest)

@@ -1,0 +1,138 @@
+"""The zero-copy send extension on uvicorn's httptools protocol: bytes, order, keep-alive, fallbacks."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from openhi.core.file_body import FileBody
+from openhi.zerocopy import ZEROCOPY, ZeroCopyHttpToolsProtocol, _write_file
+
+PREFIX = b"PREFIX-BOXES"
+
+
+def _app(files: dict[str, Path]) -> Any:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await receive()
+        path = files.get(scope["path"])
+        if path is None:  # an ordinary body on the same connection
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+            await send({"type": "http.response.body", "body": b"ok"})
+            return
+        assert ZEROCOPY in scope["extensions"]
+        fd = os.open(path, os.O_RDONLY)
+        body = FileBody(fd, os.fstat(fd).st_size, PREFIX)
+        headers = [(b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body.prefix, "more_body": True})
+        await send({"type": ZEROCOPY, "file": body, "offset": 0, "count": body.size})
+        body.close()
+
+    return app
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[int, dict[str, bytes]]]:
+    contents = {"/small": os.urandom(1000), "/big": os.urandom(24 * 1024 * 1024 + 7)}
+    files = {}
+    for name, data in contents.items():
+        files[name] = tmp_path / name.strip("/")
+        files[name].write_bytes(data)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        _app(files), http=ZeroCopyHttpToolsProtocol, lifespan="off", log_level="warning", access_log=False
+    )
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(srv.serve(sockets=[sock])), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    yield port, contents
+    srv.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+def test_file_bodies_arrive_whole_and_in_order_on_one_keep_alive_connection(
+    server: tuple[int, dict[str, bytes]],
+) -> None:
+    port, contents = server
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    for path in ("/small", "/big", "/plain", "/big", "/small"):
+        conn.request("POST", path, body=b"{}")
+        resp = conn.getresponse()
+        body = resp.read()
+        assert resp.status == 200
+        if path == "/plain":
+            assert body == b"ok"
+        else:
+            assert body == PREFIX + contents[path]
+            assert int(resp.headers["content-length"]) == len(body)
+    conn.close()
+
+
+def test_a_slow_reader_gets_the_rest_through_the_transport(server: tuple[int, dict[str, bytes]]) -> None:
+    """A file larger than the socket buffers and a client that reads late: sendfile stops part way and the
+    transport queues the rest."""
+    port, contents = server
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.settimeout(30)
+    sock.sendall(b"POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    time.sleep(0.3)  # let the server fill the socket and queue the rest
+    data = b""
+    expected = PREFIX + contents["/big"]
+    while len(data) < len(expected) + 40:
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            break
+        data += chunk
+        if b"\r\n\r\n" in data and len(data.split(b"\r\n\r\n", 1)[1]) >= len(expected):
+            break
+    sock.close()
+    assert data.split(b"\r\n\r\n", 1)[1] == expected
+
+
+class _QueuedTransport:
+    """A transport that already holds unsent bytes: the file must be queued after them, not sendfile'd."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def get_extra_info(self, name: str) -> Any:
+        return self if name == "socket" else None
+
+    def fileno(self) -> int:
+        raise AssertionError("sendfile must not be tried while the transport holds bytes")
+
+    def get_write_buffer_size(self) -> int:
+        return 10
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+
+def test_with_bytes_queued_the_file_goes_through_the_transport(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"0123456789")
+    transport = _QueuedTransport()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        _write_file(transport, fd, 2, 5)
+    finally:
+        os.close(fd)
+    assert transport.written == [b"23456"]
