@@ -11,6 +11,7 @@ any body. Everything else (parsing, keep-alive, flow control, bodies) is uvicorn
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -23,6 +24,12 @@ Message = MutableMapping[str, Any]
 class ZeroCopyHttpToolsProtocol(HttpToolsProtocol):
     """Every request's scope advertises ``http.response.zerocopysend``; its send serves that message."""
 
+    _tcp_socket: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._tcp_socket = _plain_socket(transport)
+
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
         cycle = self.cycle
@@ -31,22 +38,54 @@ class ZeroCopyHttpToolsProtocol(HttpToolsProtocol):
         cycle.scope.setdefault("extensions", {})[ZEROCOPY] = {}
         # The ASGI task looks ``cycle.send`` up when it first runs, which is after this method returns.
         original: Callable[[Message], Awaitable[None]] = cycle.send  # type: ignore[assignment]
-        cycle.send = _send_with_zerocopy(cycle, original)  # type: ignore[method-assign,assignment]
+        cycle.send = _send_with_zerocopy(cycle, original, self._tcp_socket)  # type: ignore[method-assign,assignment]
 
 
 def _send_with_zerocopy(
-    cycle: RequestResponseCycle, send: Callable[[Message], Awaitable[None]]
+    cycle: RequestResponseCycle, send: Callable[[Message], Awaitable[None]], sock: Any
 ) -> Callable[[Message], Awaitable[None]]:
+    corked = False
+
     async def zerocopy_send(message: Message) -> None:
-        if message["type"] != ZEROCOPY:
-            await send(message)
-            return
-        await _send_file(cycle, message)
+        nonlocal corked
+        if message["type"] == "http.response.start" and sock is not None and not cycle.response_started:
+            # Hold the head (and a small first body chunk) until the response is complete, so that head,
+            # prefix and file leave in full segments, as nginx does with sendfile and tcp_nopush.
+            corked = _set_cork(sock, True)
+        try:
+            if message["type"] == ZEROCOPY:
+                await _send_file(cycle, message, sock)
+            else:
+                await send(message)
+        except BaseException:
+            if corked:
+                corked = not _set_cork(sock, False)
+            raise
+        if corked and (cycle.response_complete or cycle.disconnected):
+            corked = not _set_cork(sock, False)
 
     return zerocopy_send
 
 
-async def _send_file(cycle: RequestResponseCycle, message: Message) -> None:
+def _plain_socket(transport: Any) -> Any:
+    """The transport's TCP socket, or None (TLS, Unix socket, no socket)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or transport.get_extra_info("sslcontext") is not None:
+        return None
+    if getattr(sock, "family", None) not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    return sock
+
+
+def _set_cork(sock: Any, on: bool) -> bool:
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1 if on else 0)
+    except OSError:
+        return False
+    return True
+
+
+async def _send_file(cycle: RequestResponseCycle, message: Message, sock: Any) -> None:
     if not cycle.response_started or cycle.response_complete:
         raise RuntimeError(
             f"Unexpected ASGI message '{ZEROCOPY}' before the response start or after its end."
@@ -68,7 +107,7 @@ async def _send_file(cycle: RequestResponseCycle, message: Message) -> None:
         if count > cycle.expected_content_length:
             raise RuntimeError("Response content longer than Content-Length")
         cycle.expected_content_length -= count
-        _write_file(cycle.transport, fd, offset, count)
+        _write_file(cycle.transport, sock, fd, offset, count)
     if not message.get("more_body", False):
         if cycle.scope["method"] == "HEAD":
             cycle.expected_content_length = 0
@@ -81,13 +120,11 @@ async def _send_file(cycle: RequestResponseCycle, message: Message) -> None:
         cycle.on_response()
 
 
-def _write_file(transport: Any, fd: int, offset: int, count: int) -> None:
+def _write_file(transport: Any, sock: Any, fd: int, offset: int, count: int) -> None:
     """``sendfile`` straight to the socket when the transport has nothing queued (so bytes stay in order);
     whatever the socket does not take now is read and queued on the transport."""
     sent = 0
-    sock = transport.get_extra_info("socket")
-    plain = sock is not None and transport.get_extra_info("sslcontext") is None
-    if plain and transport.get_write_buffer_size() == 0:
+    if sock is not None and transport.get_write_buffer_size() == 0:
         try:
             while sent < count:
                 n = os.sendfile(sock.fileno(), fd, offset + sent, count - sent)

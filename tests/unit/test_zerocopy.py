@@ -113,8 +113,7 @@ class _QueuedTransport:
     def __init__(self) -> None:
         self.written: list[bytes] = []
 
-    def get_extra_info(self, name: str) -> Any:
-        return self if name == "socket" else None
+    family = socket.AF_INET
 
     def fileno(self) -> int:
         raise AssertionError("sendfile must not be tried while the transport holds bytes")
@@ -132,7 +131,7 @@ def test_with_bytes_queued_the_file_goes_through_the_transport(tmp_path: Path) -
     transport = _QueuedTransport()
     fd = os.open(path, os.O_RDONLY)
     try:
-        _write_file(transport, fd, 2, 5)
+        _write_file(transport, transport, fd, 2, 5)
     finally:
         os.close(fd)
     assert transport.written == [b"23456"]
