@@ -220,10 +220,13 @@ def _iter_json(
             continue  # retired group lengths (other than the file meta group's) are not carried
         if isinstance(item, RawDataElement) and item.value is None:
             item = ds.get_item(tag)  # a deferred read: pydicom reads (and converts) it
-        value = _raw_json(tag, item, encodings) if isinstance(item, RawDataElement) else _NOT_RAW
-        if value is _NOT_RAW:
-            elem = ds[tag]
-            value = None if tag in _BULK_PIXELS else _converted_json(elem, encodings, vrs, little_endian)
+        if isinstance(item, RawDataElement):
+            value = _raw_json(tag, item, encodings)
+            if value is _NOT_RAW:
+                elem = ds[tag]  # pydicom converts it (and corrects an ambiguous VR)
+                value = None if tag in _BULK_PIXELS else _converted_json(elem, encodings, vrs, little_endian)
+        else:  # converted already: ds[tag] would return this very element
+            value = None if tag in _BULK_PIXELS else _converted_json(item, encodings, vrs, little_endian)
         key, is_keyword = tag_key(tag)
         if not is_keyword and vrs is not None:
             vrs[key] = _element_vr(ds, tag, item)
