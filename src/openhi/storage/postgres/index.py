@@ -13,7 +13,13 @@ from openhi.storage.postgres.imagesets import ImageSetTables
 from openhi.storage.postgres.jobs import JobQueueTables
 from openhi.storage.postgres.owners import WriteOwnerTables
 from openhi.storage.sqlite.rows import image_set_from
-from openhi.storage.sqlite.search import build_search_sql
+from openhi.storage.sqlite.search import (
+    build_bucket_sql,
+    build_search_sql,
+    extent_sql,
+    needs_extent,
+    plan_buckets,
+)
 
 
 class PostgresIndex(ControlTables, JobQueueTables, ImageSetTables, WriteOwnerTables):
@@ -28,20 +34,41 @@ class PostgresIndex(ControlTables, JobQueueTables, ImageSetTables, WriteOwnerTab
     def search_image_sets(
         self, datastore_id: str, query: SearchQuery, after: tuple[Any, str] | None, limit: int
     ) -> list[ImageSet]:
-        """Keyset pages; sorting by study date reads the dated sets, then the undated ones (see build_search_sql)."""
+        """Keyset pages; sorting by study date reads the dated sets, then the undated ones (see build_search_sql).
+
+        A range on one time column sorted by another is read bucket by bucket (see build_bucket_sql).
+        """
         rows: list[ImageSet] = []
         with self.db.tx() as cur:
-            if query.sort_field == "study_datetime":  # two statements: read them from one snapshot
+            if query.sort_field == "study_datetime" or needs_extent(query):
+                # two or more statements: read them from one snapshot
                 cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+
+            def extent(day_column: str) -> tuple[int, int] | None:
+                sql, args = extent_sql(datastore_id, day_column, postgres=True)
+                row = cur.execute(sql, args).fetchone()
+                return None if row is None or row["low"] is None else (int(row["low"]), int(row["high"]))
+
+            buckets = plan_buckets(query, extent)
+            if buckets is not None and buckets.walk:
+                buckets = None  # the range holds every set: the planner walks the sort column's index
+
+            def page(page_after: tuple[Any, str] | None, size: int, nulls: bool) -> list[ImageSet]:
+                if buckets is not None:
+                    if not (buckets.days or buckets.blocks):
+                        return []  # the range holds no live set
+                    sql, named = build_bucket_sql(
+                        datastore_id, query, buckets, page_after, size, nulls=nulls, postgres=True
+                    )
+                    return [image_set_from(r) for r in cur.execute(sql, named).fetchall()]
+                sql, args = build_search_sql(datastore_id, query, page_after, size, mark="%s", nulls=nulls)
+                return [image_set_from(r) for r in cur.execute(sql, args).fetchall()]
+
             if after is None or after[0] is not None:
-                sql, args = build_search_sql(datastore_id, query, after, limit, mark="%s")
-                rows = [image_set_from(r) for r in cur.execute(sql, args).fetchall()]
+                rows = page(after, limit, False)
             if query.sort_field == "study_datetime" and len(rows) < limit:
                 null_after = after if after is not None and after[0] is None else None
-                sql, args = build_search_sql(
-                    datastore_id, query, null_after, limit - len(rows), mark="%s", nulls=True
-                )
-                rows += [image_set_from(r) for r in cur.execute(sql, args).fetchall()]
+                rows += page(null_after, limit - len(rows), True)
         return rows
 
     # -- blob collection

@@ -182,4 +182,49 @@ MIGRATIONS: list[str] = [
     CREATE INDEX image_sets_updated_created ON image_sets (datastore_id, updated_at, created_at, id)
         WHERE state <> 'DELETED';
     """,
+    # 5: a range on one time column sorted by another is read bucket by bucket (storage/sqlite/search.py,
+    # build_bucket_sql): a day and a block (16 days) per time column, generated from the column, and one
+    # index per bucket and sort column. Epoch days are truncated (created_at / 86400); study days map
+    # YYYYMMDD to YYYY * 448 + min(MM, 13) * 32 + min(DD, 31) (-1: a date not starting with 8 digits;
+    # NULL without a date). The trailing columns let the index alone check the exact bounds and isPrimary.
+    # Adding stored columns rewrites image_sets once (about 30 s per million image sets).
+    """
+    ALTER TABLE image_sets
+        ADD COLUMN created_day INTEGER GENERATED ALWAYS AS (trunc(created_at / 86400)::integer) STORED,
+        ADD COLUMN created_block INTEGER GENERATED ALWAYS AS (trunc(created_at / 86400)::integer / 16) STORED,
+        ADD COLUMN updated_day INTEGER GENERATED ALWAYS AS (trunc(updated_at / 86400)::integer) STORED,
+        ADD COLUMN updated_block INTEGER GENERATED ALWAYS AS (trunc(updated_at / 86400)::integer / 16) STORED,
+        ADD COLUMN study_day INTEGER GENERATED ALWAYS AS (
+            CASE WHEN study_datetime IS NULL THEN NULL WHEN study_datetime ~ '^[0-9]{8}'
+            THEN substr(study_datetime, 1, 4)::integer * 448 + least(substr(study_datetime, 5, 2)::integer, 13) * 32
+            + least(substr(study_datetime, 7, 2)::integer, 31) ELSE -1 END) STORED,
+        ADD COLUMN study_block INTEGER GENERATED ALWAYS AS (
+            CASE WHEN study_datetime IS NULL THEN NULL WHEN study_datetime ~ '^[0-9]{8}'
+            THEN (substr(study_datetime, 1, 4)::integer * 448 + least(substr(study_datetime, 5, 2)::integer, 13) * 32
+            + least(substr(study_datetime, 7, 2)::integer, 31)) / 16 ELSE -1 END) STORED;
+    CREATE INDEX image_sets_created_day_updated ON image_sets
+        (datastore_id, created_day, updated_at, id, created_at, is_primary) WHERE state <> 'DELETED';
+    CREATE INDEX image_sets_created_block_updated ON image_sets
+        (datastore_id, created_block, updated_at, id, is_primary) WHERE state <> 'DELETED';
+    CREATE INDEX image_sets_created_day_studydt ON image_sets
+        (datastore_id, created_day, study_datetime, id, created_at, is_primary) WHERE state <> 'DELETED';
+    CREATE INDEX image_sets_created_block_studydt ON image_sets
+        (datastore_id, created_block, study_datetime, id, is_primary) WHERE state <> 'DELETED';
+    CREATE INDEX image_sets_updated_day_created ON image_sets
+        (datastore_id, updated_day, created_at, id, updated_at, is_primary) WHERE state <> 'DELETED';
+    CREATE INDEX image_sets_updated_block_created ON image_sets
+        (datastore_id, updated_block, created_at, id, is_primary) WHERE state <> 'DELETED';
+    CREATE INDEX image_sets_updated_day_studydt ON image_sets
+        (datastore_id, updated_day, study_datetime, id, updated_at, is_primary) WHERE state <> 'DELETED';
+    CREATE INDEX image_sets_updated_block_studydt ON image_sets
+        (datastore_id, updated_block, study_datetime, id, is_primary) WHERE state <> 'DELETED';
+    CREATE INDEX image_sets_studydt_day_created ON image_sets
+        (datastore_id, study_day, created_at, id, study_datetime, is_primary) WHERE state <> 'DELETED';
+    CREATE INDEX image_sets_studydt_block_created ON image_sets
+        (datastore_id, study_block, created_at, id, is_primary) WHERE state <> 'DELETED';
+    CREATE INDEX image_sets_studydt_day_updated ON image_sets
+        (datastore_id, study_day, updated_at, id, study_datetime, is_primary) WHERE state <> 'DELETED';
+    CREATE INDEX image_sets_studydt_block_updated ON image_sets
+        (datastore_id, study_block, updated_at, id, is_primary) WHERE state <> 'DELETED';
+    """,
 ]

@@ -165,4 +165,65 @@ MIGRATIONS: list[str] = [
     CREATE INDEX image_sets_updated_created ON image_sets (datastore_id, updated_at, created_at, id)
         WHERE state != 'DELETED';
     """,
+    # 6: a range on one time column sorted by another is read bucket by bucket (storage/sqlite/search.py,
+    # build_bucket_sql): a day and a block (16 days) per time column, and one index per bucket and sort
+    # column. Epoch days are truncated (created_at / 86400); study days map YYYYMMDD to
+    # YYYY * 448 + min(MM, 13) * 32 + min(DD, 31) (-1: a date not starting with 8 digits). The buckets are
+    # index expressions (search.SQLITE_BUCKETS spells them the same), not generated columns: SQLite reads a
+    # query naming a virtual column from the table, never from the index alone. The trailing columns let
+    # the index alone check the exact bounds, isPrimary and the state.
+    """
+    CREATE INDEX image_sets_created_day_updated ON image_sets (datastore_id,
+        CAST(created_at / 86400.0 AS INTEGER),
+        updated_at, id, created_at, is_primary, state) WHERE state != 'DELETED';
+    CREATE INDEX image_sets_created_block_updated ON image_sets (datastore_id,
+        CAST(created_at / 86400.0 AS INTEGER) / 16,
+        updated_at, id, created_at, is_primary, state) WHERE state != 'DELETED';
+    CREATE INDEX image_sets_created_day_studydt ON image_sets (datastore_id,
+        CAST(created_at / 86400.0 AS INTEGER),
+        study_datetime, id, created_at, is_primary, state) WHERE state != 'DELETED';
+    CREATE INDEX image_sets_created_block_studydt ON image_sets (datastore_id,
+        CAST(created_at / 86400.0 AS INTEGER) / 16,
+        study_datetime, id, created_at, is_primary, state) WHERE state != 'DELETED';
+    CREATE INDEX image_sets_updated_day_created ON image_sets (datastore_id,
+        CAST(updated_at / 86400.0 AS INTEGER),
+        created_at, id, updated_at, is_primary, state) WHERE state != 'DELETED';
+    CREATE INDEX image_sets_updated_block_created ON image_sets (datastore_id,
+        CAST(updated_at / 86400.0 AS INTEGER) / 16,
+        created_at, id, updated_at, is_primary, state) WHERE state != 'DELETED';
+    CREATE INDEX image_sets_updated_day_studydt ON image_sets (datastore_id,
+        CAST(updated_at / 86400.0 AS INTEGER),
+        study_datetime, id, updated_at, is_primary, state) WHERE state != 'DELETED';
+    CREATE INDEX image_sets_updated_block_studydt ON image_sets (datastore_id,
+        CAST(updated_at / 86400.0 AS INTEGER) / 16,
+        study_datetime, id, updated_at, is_primary, state) WHERE state != 'DELETED';
+    CREATE INDEX image_sets_studydt_day_created ON image_sets (datastore_id,
+        (CASE WHEN study_datetime IS NULL THEN NULL
+            WHEN study_datetime GLOB '[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]*'
+            THEN CAST(substr(study_datetime, 1, 4) AS INTEGER) * 448
+            + min(CAST(substr(study_datetime, 5, 2) AS INTEGER), 13) * 32
+            + min(CAST(substr(study_datetime, 7, 2) AS INTEGER), 31) ELSE -1 END),
+        created_at, id, study_datetime, is_primary, state) WHERE state != 'DELETED';
+    CREATE INDEX image_sets_studydt_block_created ON image_sets (datastore_id,
+        (CASE WHEN study_datetime IS NULL THEN NULL
+            WHEN study_datetime GLOB '[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]*'
+            THEN (CAST(substr(study_datetime, 1, 4) AS INTEGER) * 448
+            + min(CAST(substr(study_datetime, 5, 2) AS INTEGER), 13) * 32
+            + min(CAST(substr(study_datetime, 7, 2) AS INTEGER), 31)) / 16 ELSE -1 END),
+        created_at, id, study_datetime, is_primary, state) WHERE state != 'DELETED';
+    CREATE INDEX image_sets_studydt_day_updated ON image_sets (datastore_id,
+        (CASE WHEN study_datetime IS NULL THEN NULL
+            WHEN study_datetime GLOB '[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]*'
+            THEN CAST(substr(study_datetime, 1, 4) AS INTEGER) * 448
+            + min(CAST(substr(study_datetime, 5, 2) AS INTEGER), 13) * 32
+            + min(CAST(substr(study_datetime, 7, 2) AS INTEGER), 31) ELSE -1 END),
+        updated_at, id, study_datetime, is_primary, state) WHERE state != 'DELETED';
+    CREATE INDEX image_sets_studydt_block_updated ON image_sets (datastore_id,
+        (CASE WHEN study_datetime IS NULL THEN NULL
+            WHEN study_datetime GLOB '[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]*'
+            THEN (CAST(substr(study_datetime, 1, 4) AS INTEGER) * 448
+            + min(CAST(substr(study_datetime, 5, 2) AS INTEGER), 13) * 32
+            + min(CAST(substr(study_datetime, 7, 2) AS INTEGER), 31)) / 16 ELSE -1 END),
+        updated_at, id, study_datetime, is_primary, state) WHERE state != 'DELETED';
+    """,
 ]
