@@ -2,6 +2,7 @@
 1 vs 2 workers, GetImageFrame frames/s from S3 (SeaweedFS) vs the file system.
 
 Usage: .venv/bin/python bench/scale.py [--sizes 10000,1000000] [--repeat 200] [--skip-import] [--skip-frames]
+       [--search-only] (SearchImageSets alone: no SeaweedFS, no import, no frames)
 Needs PostgreSQL (OPENHI_TEST_POSTGRES_URL, default postgresql://postgres@127.0.0.1:5432/test) and the
 ``weed`` binary. Rows are generated directly with COPY into a fresh schema (dropped at the end). Prints a
 table and writes bench/results/scale-<stamp>.json.
@@ -24,6 +25,8 @@ from loadgen import run_each
 from search_scale import (  # the same data shape and queries at every size
     COLUMNS,
     DS,
+    NO_ARCHIVE,
+    NO_ARCHIVE_ENV,
     T0,
     generate_rows,
     queries,
@@ -36,9 +39,10 @@ from openhi.core.env import Env
 from openhi.core.pagination import Paginator
 from openhi.core.reads import ImageSetReader
 from openhi.core.records import Datastore
-from openhi.core.settings import Settings
+from openhi.core.search import parse_criteria
 from openhi.storage.blobs_memory import MemoryBlobStore
 from openhi.storage.postgres.index import PostgresIndex
+from openhi.storage.sqlite.search import extent_sql, plan_buckets
 from openhi.storage.tasks_threads import ThreadTaskRunner
 from openhi.testing import RunningServer
 from openhi.testing.distributed import DistributedDeployment, postgres_url
@@ -55,7 +59,11 @@ def http_search(url: str, body: bytes, repeat: int) -> tuple[float, float]:
 
 
 def populate(url: str, schema: str, n: int) -> float:
-    """``n`` image sets shaped like bench/search_scale.py's, with COPY; the seconds it took."""
+    """``n`` image sets shaped like bench/search_scale.py's, with COPY; the seconds the COPY took.
+
+    Then VACUUM (ANALYZE): the state autovacuum leaves an insert-only table in shortly after (visibility
+    map set, statistics); without it autovacuum would run in the middle of the measurements.
+    """
     index = PostgresIndex(url, schema=schema)  # creates the tables
     index.insert_datastore(Datastore(DS, "scale", "ACTIVE", "HTJ2K", T0, T0))
     index.close()
@@ -65,8 +73,26 @@ def populate(url: str, schema: str, n: int) -> float:
         with conn.cursor().copy(f"COPY image_sets ({COLUMNS}) FROM STDIN") as copy:
             for row in generate_rows(n):
                 copy.write_row(row)
-        conn.execute("ANALYZE image_sets")
-    return time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"VACUUM (ANALYZE) {schema}.image_sets")
+    return seconds
+
+
+def search_plan(index: PostgresIndex, criteria: dict[str, Any] | None) -> str:
+    """How the adapter reads a query: bucket by bucket (how many), or one index (build_search_sql)."""
+    query = parse_criteria(criteria)
+    with index.db.tx() as cur:
+
+        def extent(column: str) -> tuple[int, int] | None:
+            sql, args = extent_sql(DS, column, postgres=True)
+            row = cur.execute(sql, args).fetchone()
+            return None if row is None or row["low"] is None else (int(row["low"]), int(row["high"]))
+
+        buckets = plan_buckets(query, extent)
+    if buckets is None or buckets.walk:
+        return "one index"
+    return f"{len(buckets.days)} days + {len(buckets.blocks)} blocks"
 
 
 def search_bench(url: str, n: int, repeat: int, tmp: Path) -> list[dict[str, Any]]:
@@ -76,7 +102,7 @@ def search_bench(url: str, n: int, repeat: int, tmp: Path) -> list[dict[str, Any
         print(f"{n} image sets generated with COPY in {seconds:.1f} s", flush=True)
         index_url = f"{url}{'&' if '?' in url else '?'}schema={schema}"
         index = PostgresIndex(index_url)
-        env = Env(Settings(), index, MemoryBlobStore(), None, ThreadTaskRunner())  # type: ignore[arg-type]
+        env = Env(NO_ARCHIVE, index, MemoryBlobStore(), None, ThreadTaskRunner())  # type: ignore[arg-type]
         paginator = Paginator(b"bench")
         reader = ImageSetReader(env, paginator, DatastoreService(env, paginator))
         rows: list[dict[str, Any]] = []
@@ -90,15 +116,22 @@ def search_bench(url: str, n: int, repeat: int, tmp: Path) -> list[dict[str, Any
                     "hits": len(page.image_sets),
                     "core_p50_ms": p50,
                     "core_p99_ms": p99,
+                    "plan": search_plan(index, criteria),
+                    "copy_s": seconds,
                 }
             )
         reader.close()
         index.close()
         server = RunningServer(
-            tmp / f"search-{n}", extra_args=["--index", index_url, "--no-workers", "--blobs", "memory://"]
+            tmp / f"search-{n}",
+            extra_args=["--index", index_url, "--no-workers", "--blobs", "memory://"],
+            env=NO_ARCHIVE_ENV,
         ).start()
         try:
             path = f"/datastore/{DS}/searchImageSets?maxResults=50"
+            http_search(
+                server.endpoint + path, b"{}", 20
+            )  # warm-up: the server's first requests open its pool
             for row, criteria in zip(rows, queries(n).values(), strict=True):
                 body = json.dumps(criteria or {}, default=lambda d: d.timestamp()).encode()
                 row["http_p50_ms"], row["http_p99_ms"] = http_search(server.endpoint + path, body, repeat)
@@ -244,6 +277,9 @@ def main() -> None:
     parser.add_argument("--skip-search", action="store_true")
     parser.add_argument("--skip-import", action="store_true")
     parser.add_argument("--skip-frames", action="store_true")
+    parser.add_argument(
+        "--search-only", action="store_true", help="only SearchImageSets (no weed binary needed)"
+    )
     args = parser.parse_args()
     url = postgres_url()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -254,13 +290,16 @@ def main() -> None:
         if not args.skip_search:
             for n in sizes:
                 search += search_bench(url, n, args.repeat, tmp)
-        weed = WeedServer()
-        weed.start(tmp / "weed")
-        try:
-            imports = [] if args.skip_import else import_bench(tmp, weed, args.jobs, args.files)
-            frames = [] if args.skip_frames else frames_bench(tmp, weed, url, args.seconds)
-        finally:
-            weed.stop()
+        imports: list[dict[str, Any]] = []
+        frames: list[dict[str, Any]] = []
+        if not args.search_only:
+            weed = WeedServer()
+            weed.start(tmp / "weed")
+            try:
+                imports = [] if args.skip_import else import_bench(tmp, weed, args.jobs, args.files)
+                frames = [] if args.skip_frames else frames_bench(tmp, weed, url, args.seconds)
+            finally:
+                weed.stop()
     if search:
         small, big = min(sizes), max(sizes)
         by = {(r["sets"], r["query"]): r for r in search}
