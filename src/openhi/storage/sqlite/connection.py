@@ -10,7 +10,6 @@ from pathlib import Path
 
 from openhi.storage.sqlite.schema import MIGRATIONS
 
-
 #: the index file's bytes SQLite may map into memory (reads without a system call per page)
 MMAP_BYTES = 1 << 30
 
