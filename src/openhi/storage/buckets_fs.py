@@ -93,9 +93,8 @@ class FsObjectStore:
         except OSError:
             return None
         try:
-            try:
-                real = os.readlink(f"/proc/self/fd/{fd}")
-            except OSError:
+            real = _opened_path(fd)
+            if real is None:
                 return None
             bucket_real = os.path.realpath(bucket_dir)
             inside = bucket_real if bucket_real.endswith("/") else bucket_real + "/"
@@ -174,6 +173,14 @@ class FsObjectStore:
                 found.append(ObjectInfo(key=key, size=info.st_size))
         found.sort(key=lambda info: info.key)
         return iter(found)
+
+
+def _opened_path(fd: int) -> str | None:
+    """The resolved path of an open file, as the kernel names it (None without ``/proc``)."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
 
 
 def _walk(top: str) -> Iterator[tuple[str, list[os.DirEntry[str]]]]:
