@@ -226,8 +226,10 @@ def process_instance(data: bytes, storage_format: str = "HTJ2K") -> ProcessedIns
     ts = str(meta.get("TransferSyntaxUID") or "").strip("\x00 ") if meta is not None else ""
     if not ts:
         raise _reject("DICOM attribute TransferSyntaxUID does not exist")
+    uids: dict[str, Any] = {}
     for keyword in REQUIRED:
-        if not ds.get(keyword):
+        uids[keyword] = ds.get(keyword)
+        if not uids[keyword]:
             raise _reject(f"DICOM attribute {keyword} does not exist")
 
     vrs: dict[str, str] = {}
@@ -241,7 +243,7 @@ def process_instance(data: bytes, storage_format: str = "HTJ2K") -> ProcessedIns
         raise _reject(f"Input file is not a valid DICOM Part 10 file: {exc}") from exc
     _check_constraints(flat)
 
-    binary_seg = str(ds.SOPClassUID) == SEGMENTATION_STORAGE and ds.get("BitsAllocated") == 1
+    binary_seg = str(uids["SOPClassUID"]) == SEGMENTATION_STORAGE and ds.get("BitsAllocated") == 1
     try:
         stored_ts = tsx.stored_syntax(ts, storage_format, binary_segmentation=binary_seg)
     except ValueError as exc:
@@ -282,9 +284,9 @@ def process_instance(data: bytes, storage_format: str = "HTJ2K") -> ProcessedIns
         "ImageFrames": entries,
     }
     return ProcessedInstance(
-        study_uid=str(ds.StudyInstanceUID).strip("\x00 "),
-        series_uid=str(ds.SeriesInstanceUID).strip("\x00 "),
-        sop_uid=str(ds.SOPInstanceUID).strip("\x00 "),
+        study_uid=str(uids["StudyInstanceUID"]).strip("\x00 "),
+        series_uid=str(uids["SeriesInstanceUID"]).strip("\x00 "),
+        sop_uid=str(uids["SOPInstanceUID"]).strip("\x00 "),
         patient=levels["Patient"],
         study=levels["Study"],
         series=levels["Series"],
