@@ -29,6 +29,8 @@ from pydicom.valuerep import validate_value
 
 PIXEL_DATA = 0x7FE00010
 _BULK_PIXELS = frozenset({PIXEL_DATA, 0x7FE00008, 0x7FE00009})  # (Float/DoubleFloat)PixelData too
+#: Pixel Data VRs read from the file (not implicit "OB or OW", which pydicom resolves on conversion).
+_EXPLICIT_PIXEL_VRS = frozenset({"OB", "OW"})
 
 TEXT_VRS = frozenset(
     {"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT", "IS", "DS"}
@@ -220,7 +222,9 @@ def _iter_json(
             continue  # retired group lengths (other than the file meta group's) are not carried
         if isinstance(item, RawDataElement) and item.value is None:
             item = ds.get_item(tag)  # a deferred read: pydicom reads (and converts) it
-        if isinstance(item, RawDataElement):
+        if isinstance(item, RawDataElement) and tag == PIXEL_DATA and item.VR in _EXPLICIT_PIXEL_VRS:
+            value = None  # bulk data has no JSON value; converting it would change nothing, so it stays raw
+        elif isinstance(item, RawDataElement):
             value = _raw_json(tag, item, encodings)
             if value is _NOT_RAW:
                 elem = ds[tag]  # pydicom converts it (and corrects an ambiguous VR)
