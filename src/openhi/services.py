@@ -76,6 +76,10 @@ def _warm_worker() -> None:
     import openhi.core.import_run  # noqa: F401
 
 
+def _started() -> None:
+    """A no-op task: submitting one per worker starts the pool's processes now."""
+
+
 def build_services(config: ServerConfig) -> Services:
     """Open the backends, recover half-finished writes (API processes), start the import worker (unless
     ``import_threads`` is 0), and return ready services. Import jobs a dead process left running are
@@ -91,14 +95,18 @@ def build_services(config: ServerConfig) -> Services:
         tasks=ThreadTaskRunner(),
         # forkserver: children never inherit the parent's threads or obstore's runtime (not fork-safe)
         pixel_pool=(
-            ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"))
+            ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=multiprocessing.get_context("forkserver"),
+                initializer=_warm_worker,  # every worker, whichever tasks it happens to take first
+            )
             if workers > 0
             else None
         ),
     )
     if env.pixel_pool is not None:
         for _ in range(workers):
-            env.pixel_pool.submit(_warm_worker)
+            env.pixel_pool.submit(_started)
     secret = index.set_meta_if_absent("pagination_secret", secrets.token_hex(32))
     paginator = Paginator(bytes.fromhex(secret))
     datastores = DatastoreService(env, paginator)
