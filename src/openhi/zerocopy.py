@@ -10,6 +10,8 @@ any body. Everything else (parsing, keep-alive, flow control, bodies) is uvicorn
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import socket
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -24,11 +26,12 @@ Message = MutableMapping[str, Any]
 class ZeroCopyHttpToolsProtocol(HttpToolsProtocol):
     """Every request's scope advertises ``http.response.zerocopysend``; its send serves that message."""
 
-    _tcp_socket: Any = None
+    _tcp_fd: int | None = None
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
-        self._tcp_socket = _plain_socket(transport)
+        sock = _plain_socket(transport)
+        self._tcp_fd = None if sock is None else sock.fileno()
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
@@ -38,31 +41,31 @@ class ZeroCopyHttpToolsProtocol(HttpToolsProtocol):
         cycle.scope.setdefault("extensions", {})[ZEROCOPY] = {}
         # The ASGI task looks ``cycle.send`` up when it first runs, which is after this method returns.
         original: Callable[[Message], Awaitable[None]] = cycle.send  # type: ignore[assignment]
-        cycle.send = _send_with_zerocopy(cycle, original, self._tcp_socket)  # type: ignore[method-assign,assignment]
+        cycle.send = _send_with_zerocopy(cycle, original, self._tcp_fd)  # type: ignore[method-assign,assignment]
 
 
 def _send_with_zerocopy(
-    cycle: RequestResponseCycle, send: Callable[[Message], Awaitable[None]], sock: Any
+    cycle: RequestResponseCycle, send: Callable[[Message], Awaitable[None]], sock_fd: int | None
 ) -> Callable[[Message], Awaitable[None]]:
     corked = False
 
     async def zerocopy_send(message: Message) -> None:
         nonlocal corked
-        if message["type"] == "http.response.start" and sock is not None and not cycle.response_started:
+        if message["type"] == "http.response.start" and sock_fd is not None and not cycle.response_started:
             # Hold the head (and a small first body chunk) until the response is complete, so that head,
             # prefix and file leave in full segments, as nginx does with sendfile and tcp_nopush.
-            corked = _set_cork(sock, True)
+            corked = _set_cork(sock_fd, True)
         try:
             if message["type"] == ZEROCOPY:
-                await _send_file(cycle, message, sock)
+                await _send_file(cycle, message, sock_fd)
             else:
                 await send(message)
         except BaseException:
-            if corked:
-                corked = not _set_cork(sock, False)
+            if corked and sock_fd is not None:
+                corked = not _set_cork(sock_fd, False)
             raise
-        if corked and (cycle.response_complete or cycle.disconnected):
-            corked = not _set_cork(sock, False)
+        if corked and sock_fd is not None and (cycle.response_complete or cycle.disconnected):
+            corked = not _set_cork(sock_fd, False)
 
     return zerocopy_send
 
@@ -77,15 +80,29 @@ def _plain_socket(transport: Any) -> Any:
     return sock
 
 
-def _set_cork(sock: Any, on: bool) -> bool:
+def _libc_setsockopt() -> Callable[..., int] | None:
     try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1 if on else 0)
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     except OSError:
+        return None
+    setsockopt: Callable[..., int] = libc.setsockopt
+    return setsockopt
+
+
+#: ``setsockopt(2)`` on a descriptor: uvloop's socket wrapper builds a Python socket object for every call
+_SETSOCKOPT = _libc_setsockopt()
+_ON, _OFF = ctypes.c_int(1), ctypes.c_int(0)
+
+
+def _set_cork(fd: int, on: bool) -> bool:
+    """TCP_CORK on or off for the connection's descriptor; False where it cannot be set."""
+    if _SETSOCKOPT is None:
         return False
-    return True
+    value = _ON if on else _OFF
+    return _SETSOCKOPT(fd, socket.IPPROTO_TCP, socket.TCP_CORK, ctypes.byref(value), 4) == 0
 
 
-async def _send_file(cycle: RequestResponseCycle, message: Message, sock: Any) -> None:
+async def _send_file(cycle: RequestResponseCycle, message: Message, sock_fd: int | None) -> None:
     if not cycle.response_started or cycle.response_complete:
         raise RuntimeError(
             f"Unexpected ASGI message '{ZEROCOPY}' before the response start or after its end."
@@ -107,7 +124,7 @@ async def _send_file(cycle: RequestResponseCycle, message: Message, sock: Any) -
         if count > cycle.expected_content_length:
             raise RuntimeError("Response content longer than Content-Length")
         cycle.expected_content_length -= count
-        _write_file(cycle.transport, sock, fd, offset, count)
+        _write_file(cycle.transport, sock_fd, fd, offset, count)
     if not message.get("more_body", False):
         if cycle.scope["method"] == "HEAD":
             cycle.expected_content_length = 0
@@ -120,14 +137,14 @@ async def _send_file(cycle: RequestResponseCycle, message: Message, sock: Any) -
         cycle.on_response()
 
 
-def _write_file(transport: Any, sock: Any, fd: int, offset: int, count: int) -> None:
+def _write_file(transport: Any, sock_fd: int | None, fd: int, offset: int, count: int) -> None:
     """``sendfile`` straight to the socket when the transport has nothing queued (so bytes stay in order);
     whatever the socket does not take now is read and queued on the transport."""
     sent = 0
-    if sock is not None and transport.get_write_buffer_size() == 0:
+    if sock_fd is not None and transport.get_write_buffer_size() == 0:
         try:
             while sent < count:
-                n = os.sendfile(sock.fileno(), fd, offset + sent, count - sent)
+                n = os.sendfile(sock_fd, fd, offset + sent, count - sent)
                 if n == 0:
                     break
                 sent += n
