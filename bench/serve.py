@@ -41,6 +41,8 @@ from openhi.testing import RunningServer
 
 CREDS = Credentials("openhi-bench", "openhi-bench-secret")
 CONNECTIONS = (8, 32)
+#: how long the other API processes of ``serve --workers N`` may take to start listening
+PROCESS_START_S = 4.0
 
 
 def signed_post(url: str, body: bytes) -> Request:
@@ -169,6 +171,8 @@ def main() -> None:
                 server.stop()
                 server = RunningServer(root / "data", port=server.port, extra_args=["--workers", str(procs)])
                 server.start()
+                if procs > 1:  # /healthz answers as soon as one process is up: give the others time to listen
+                    time.sleep(PROCESS_START_S)
                 for round_no in range(args.rounds):
                     openhi_reqs = [
                         signed_post(frame_url, json.dumps({"imageFrameId": f}).encode()) for f in frame_ids

@@ -14,10 +14,12 @@ import threading
 from pathlib import Path
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from openhi.asgi import OpenHIApp
 from openhi.awsapi.sigv4 import SigV4Verifier
 from openhi.core.settings import Settings
+from openhi.listeners import ReusePortSocket, reuse_port_supported
 from openhi.services import ServerConfig, build_services
 from openhi.storage.registry import open_blobs, open_index
 from openhi.zerocopy import ZeroCopyHttpToolsProtocol
@@ -93,8 +95,9 @@ def build_app(config: ServerConfig, host: str) -> OpenHIApp:
 def serve(config: ServerConfig, host: str, port: int, log_level: str = "info", processes: int = 1) -> None:
     """Serve until SIGTERM/SIGINT; uvicorn drains connections and the lifespan closes the services.
 
-    With ``processes`` > 1, uvicorn runs that many API processes on one port; each builds its own
-    services from the configuration this process checked (backends reachable, migrations applied).
+    With ``processes`` > 1, uvicorn's supervisor runs that many API processes on one port, each with its
+    own SO_REUSEPORT listener (:mod:`openhi.listeners`); each builds its own services from the
+    configuration this process checked (backends reachable, migrations applied).
     """
     common: dict[str, object] = {
         "host": host,
@@ -115,7 +118,19 @@ def serve(config: ServerConfig, host: str, port: int, log_level: str = "info", p
     check_exposure(config, host)
     check_backends(config)
     os.environ[CONFIG_ENV] = json.dumps(_config_dict(config, host))
-    uvicorn.run("openhi.asgi:create_app", factory=True, workers=processes, **common)  # type: ignore[arg-type]
+    if not reuse_port_supported():  # one shared socket, as uvicorn --workers does it
+        uvicorn.run("openhi.asgi:create_app", factory=True, workers=processes, **common)  # type: ignore[arg-type]
+        return
+    # Each API process listens on its own SO_REUSEPORT socket (openhi.listeners), under uvicorn's supervisor
+    # (restarts, health checks, signals).
+    multi = uvicorn.Config("openhi.asgi:create_app", factory=True, workers=processes, **common)  # type: ignore[arg-type]
+    holder = ReusePortSocket.holding(host, port)
+    try:
+        Multiprocess(multi, sockets=[holder]).run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        holder.close()
 
 
 def check_backends(config: ServerConfig) -> None:

@@ -1,0 +1,58 @@
+"""One listening socket per API process on a shared port (SO_REUSEPORT), so the kernel spreads connections.
+
+With one socket shared by every process (uvicorn's ``--workers``), whichever process wakes first accepts
+every connection waiting, so a burst of keep-alive connections lands on one process (measured: 31 of 32 on
+one of two) while the other idles. With SO_REUSEPORT each process listens on its own socket and the kernel
+hashes each new connection to one of them.
+
+The parent keeps a :class:`ReusePortSocket` that is bound but never listens: it holds the port and fails
+early if the port is taken. uvicorn's supervisor hands the parent's sockets to each process it starts, by
+pickling; this class pickles as "bind a new SO_REUSEPORT socket to the same address", so every process,
+restarted ones included, gets its own listener.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def process_listener(host: str, port: int) -> socket.socket:
+    """A new socket of this process in the port's SO_REUSEPORT group (the server calls ``listen``)."""
+    return _bind(host, port)
+
+
+class ReusePortSocket(socket.socket):
+    """The parent's bound, not listening, socket; in a child process it becomes that child's listener."""
+
+    @classmethod
+    def holding(cls, host: str, port: int) -> ReusePortSocket:
+        """Bind ``host:port`` with SO_REUSEPORT; raises OSError when another program holds the port."""
+        plain = _bind(host, port)
+        sock = cls(plain.family, plain.type, plain.proto, fileno=plain.detach())
+        sock.host, sock.port = host, port
+        return sock
+
+    host: str
+    port: int
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (process_listener, (self.host, self.port))
+
+
+def reuse_port_supported() -> bool:
+    return hasattr(socket, "SO_REUSEPORT")
