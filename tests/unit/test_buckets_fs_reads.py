@@ -63,3 +63,17 @@ def test_bucket_that_is_a_symlink(store: FsObjectStore, tmp_path: Path) -> None:
     store.root.mkdir(parents=True)
     (store.root / "mounted").symlink_to(real, target_is_directory=True)
     assert store.get("mounted", "in/a.dcm") == b"a"
+
+
+def test_a_fifo_is_not_an_object_and_never_blocks(tmp_path: Path) -> None:
+    """A FIFO (in the bucket, or outside behind a symlink) must neither block the reader nor be read."""
+    store = FsObjectStore(tmp_path / "buckets")
+    bucket = tmp_path / "buckets" / "inbox"
+    bucket.mkdir(parents=True)
+    os.mkfifo(bucket / "pipe")
+    os.mkfifo(tmp_path / "outside-pipe")
+    (bucket / "link").symlink_to(tmp_path / "outside-pipe")
+    with pytest.raises(ObjectNotFound):
+        store.get("inbox", "pipe")
+    with pytest.raises(ValidationError):
+        store.get("inbox", "link")

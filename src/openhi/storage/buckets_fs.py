@@ -71,6 +71,8 @@ class FsObjectStore:
         bucket_dir, path = self._object_path(bucket, key)
         if not bucket_dir.is_dir():
             raise BucketNotFound(f"bucket {bucket!r} does not exist")
+        if not path.is_file():  # missing, a directory, or a FIFO/device that a read would block on
+            raise ObjectNotFound(f"s3://{bucket}/{key} does not exist")
         try:
             return path.read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
@@ -89,7 +91,10 @@ class FsObjectStore:
             return None
         bucket_dir = os.path.join(self.root, validate_bucket(bucket))
         try:
-            fd = os.open(os.path.join(bucket_dir, key), os.O_RDONLY | os.O_CLOEXEC)
+            # O_NONBLOCK: a FIFO or device behind a hostile key must not block the open (regular files ignore it)
+            fd = os.open(
+                os.path.join(bucket_dir, key), os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+            )
         except OSError:
             return None
         try:
