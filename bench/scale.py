@@ -33,6 +33,7 @@ from search_scale import (  # the same data shape and queries at every size
     timed,
 )
 from serve import measure, signed_post
+from wrk import available as wrk_available
 
 from openhi.core.datastores import DatastoreService
 from openhi.core.env import Env
@@ -232,7 +233,9 @@ def frames_bench(tmp: Path, weed: WeedServer, url: str, seconds: float) -> list[
                 signed_post(server.endpoint + path, json.dumps({"imageFrameId": f}).encode())
                 for f in frame_ids
             ]
-            stats = measure(requests, 8, seconds)
+            assert server.proc is not None
+            loadgen = "wrk" if wrk_available() else "python"
+            stats = measure(requests, 8, seconds, loadgen, server.proc.pid)
             rows.append(
                 {
                     "blobs": label,
@@ -240,6 +243,8 @@ def frames_bench(tmp: Path, weed: WeedServer, url: str, seconds: float) -> list[
                     "frames_per_s": stats.get("frames_per_s"),
                     "p50_ms": stats.get("p50_ms"),
                     "p99_ms": stats.get("p99_ms"),
+                    "server_cpu_us_per_frame": stats.get("server_cpu_us_per_frame"),
+                    "load_generator": loadgen,
                 }
             )
             print(table([rows[-1]]).splitlines()[-1], flush=True)
