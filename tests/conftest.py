@@ -32,3 +32,23 @@ def seaweed_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_schemas() -> Iterator[object]:
+    """Fresh PostgreSQL schemas for index tests (``pg.Schemas``), all dropped at the end of the session.
+
+    Skipped with a reason when no server answers outside CI; in CI (CI=true) that is a failure.
+    """
+    import pg
+
+    reason = pg.unavailable()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is required in CI: {reason}")
+        pytest.skip(reason)
+    schemas = pg.Schemas()
+    try:
+        yield schemas
+    finally:
+        schemas.drop_all()

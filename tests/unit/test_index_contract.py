@@ -23,20 +23,6 @@ DS = "d" * 32
 OTHER = "e" * 32
 
 
-@pytest.fixture(scope="session")
-def pg_schemas() -> Iterator[pg.Schemas]:
-    reason = pg.unavailable()
-    if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL is required in CI: {reason}")
-        pytest.skip(reason)
-    schemas = pg.Schemas()
-    try:
-        yield schemas
-    finally:
-        schemas.drop_all()
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def index(request: pytest.FixtureRequest) -> Iterator[MetadataIndex]:
     if request.param == "sqlite":

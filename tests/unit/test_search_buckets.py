@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import os
 import random
 import sqlite3
 from collections.abc import Iterator
@@ -222,20 +221,6 @@ def _fill_sqlite() -> SqliteIndex:
         )
         conn.execute("ANALYZE")
     return index
-
-
-@pytest.fixture(scope="module")
-def pg_schemas() -> Iterator[pg.Schemas]:
-    reason = pg.unavailable()
-    if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL is required in CI: {reason}")
-        pytest.skip(reason)
-    schemas = pg.Schemas()
-    try:
-        yield schemas
-    finally:
-        schemas.drop_all()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
