@@ -70,10 +70,11 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
     return path
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and all its live descendants (from /proc)."""
+def process_tree_cpu(pid: int) -> dict[str, float]:
+    """User + system CPU seconds of a process and of each live descendant, by pid (from /proc)."""
     tick = os.sysconf("SC_CLK_TCK")
-    pids, i, total = [pid], 0, 0.0
+    out: dict[str, float] = {}
+    pids, i = [pid], 0
     while i < len(pids):
         with contextlib.suppress(OSError):
             pids += [int(c) for c in Path(f"/proc/{pids[i]}/task/{pids[i]}/children").read_text().split()]
@@ -81,7 +82,12 @@ def tree_cpu_seconds(pid: int) -> float:
     for p in pids:
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
+            out[str(p)] = (int(fields[11]) + int(fields[12])) / tick
         except (OSError, IndexError, ValueError):
             pass
-    return total
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and all its live descendants."""
+    return sum(process_tree_cpu(pid).values())

@@ -14,7 +14,6 @@ instance (server process + pixel workers): the ratio both would show with the co
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import re
 import statistics
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import table, write_result
+from _common import process_tree_cpu, table, write_result
 
 
 def _encode_one(args: tuple[int, int, int]) -> tuple[int, int]:
@@ -130,24 +129,6 @@ def summarize_profile(raw: Path, top: int = 30) -> str:
     return "\n".join(out)
 
 
-def _cpu_seconds(pid: int) -> dict[str, float]:
-    """User+system CPU seconds of the server process and of each live descendant (forkserver, workers)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out: dict[str, float] = {}
-    pids, i = [pid], 0
-    while i < len(pids):
-        with contextlib.suppress(OSError):
-            pids += [int(c) for c in Path(f"/proc/{pids[i]}/task/{pids[i]}/children").read_text().split()]
-        i += 1
-    for p in pids:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
-            out[str(p)] = (int(fields[11]) + int(fields[12])) / tick
-        except (OSError, IndexError, ValueError):
-            pass
-    return out
-
-
 def full_import(n: int, size: int, work: Path, profile: Path | None = None) -> dict[str, Any]:
     from contract.helpers import active_datastore, wait_for
     from contract.imaging import ROLE, stage
@@ -178,7 +159,7 @@ def full_import(n: int, size: int, work: Path, profile: Path | None = None) -> d
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         spy = _start_profiler(pid, profile) if profile is not None else None
-        cpu0 = _cpu_seconds(pid)
+        cpu0 = process_tree_cpu(pid)
         t0, wall0 = time.perf_counter(), time.time()
         job = client.start_dicom_import_job(
             datastoreId=ds_id, dataAccessRoleArn=ROLE, inputS3Uri=uri, outputS3Uri="s3://bench-out/x/"
@@ -190,7 +171,7 @@ def full_import(n: int, size: int, work: Path, profile: Path | None = None) -> d
             step=0.2,
         )
         observed = time.perf_counter() - t0
-        cpu1 = _cpu_seconds(pid)
+        cpu1 = process_tree_cpu(pid)
         # the job's own end (endedAt, ms precision, same clock) rather than when a 0.2 s poll noticed it
         elapsed = props["endedAt"].timestamp() - wall0 if props.get("endedAt") else observed
         if spy is not None:
