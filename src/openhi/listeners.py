@@ -41,7 +41,17 @@ class ReusePortSocket(socket.socket):
 
     @classmethod
     def holding(cls, host: str, port: int) -> ReusePortSocket:
-        """Bind ``host:port`` with SO_REUSEPORT; raises OSError when another program holds the port."""
+        """Bind ``host:port`` with SO_REUSEPORT; raises OSError when another program holds the port.
+
+        A plain bind first: SO_REUSEPORT alone would let a second openhi of the same user join the port
+        of a running one (say, with another data directory) instead of failing as a server should.
+        """
+        probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+        finally:
+            probe.close()
         plain = _bind(host, port)
         sock = cls(plain.family, plain.type, plain.proto, fileno=plain.detach())
         sock.host, sock.port = host, port

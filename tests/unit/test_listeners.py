@@ -43,6 +43,19 @@ def test_the_port_is_held_against_other_programs() -> None:
         holder.close()
 
 
+def test_a_second_server_on_the_same_port_fails_instead_of_joining() -> None:
+    port = free_port()
+    first = ReusePortSocket.holding("127.0.0.1", port)
+    try:
+        listener = pickle.loads(bytes(ForkingPickler.dumps(first)))  # a running API process's listener
+        listener.listen(8)
+        with pytest.raises(OSError):
+            ReusePortSocket.holding("127.0.0.1", port)
+        listener.close()
+    finally:
+        first.close()
+
+
 def test_connections_spread_over_the_listeners_and_never_reach_the_holder() -> None:
     port = free_port()
     holder = ReusePortSocket.holding("127.0.0.1", port)
