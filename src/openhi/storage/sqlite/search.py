@@ -31,6 +31,53 @@ _SELECTIVE = {"patient_id", "accession_number", "study_id", "study_uid", "series
 WIDE_RANGE = 20_000
 
 
+def page_conditions(
+    datastore_id: str,
+    query: SearchQuery,
+    after: tuple[Any, str] | None,
+    param: Callable[[str, Any], str],
+    *,
+    nulls: bool = False,
+    unindexed: frozenset[str] = frozenset(),
+    skip: int | None = None,
+) -> tuple[list[str], str]:
+    """The WHERE conditions (datastore, live sets, filters, keyset cursor) and ORDER BY of one page.
+
+    ``param(name, value)`` records a parameter and returns its placeholder, so positional and named
+    styles share this; ``skip`` is the index of a filter the caller applies itself.
+    """
+    if query.sort_field not in _SORTS:
+        raise ValueError(f"unsupported sort field {query.sort_field}")
+    where = [f"datastore_id = {param('ds', datastore_id)}", "state != 'DELETED'"]
+    for n, f in enumerate(query.filters):
+        if f.attribute not in _COLUMNS:
+            raise ValueError(f"unsupported filter attribute {f.attribute}")
+        if n == skip:
+            continue
+        if f.operator == "EQUAL":
+            where.append(f"{f.attribute} = {param(f'f{n}', f.values[0])}")
+        elif f.operator == "BETWEEN":
+            column = f"+{f.attribute}" if f.attribute in unindexed else f.attribute
+            low, high = param(f"f{n}lo", f.values[0]), param(f"f{n}hi", f.values[1])
+            where.append(f"{column} BETWEEN {low} AND {high}")
+        else:
+            raise ValueError(f"unsupported operator {f.operator}")
+    sort = query.sort_field
+    order = "DESC" if query.sort_order == "DESC" else "ASC"
+    op = "<" if order == "DESC" else ">"
+    if nulls:
+        where.append(f"{sort} IS NULL")
+        if after is not None and after[0] is None:
+            where.append(f"id {op} {param('after_id', after[1])}")
+        return where, f"id {order}"
+    if sort == "study_datetime":
+        where.append("study_datetime IS NOT NULL")
+    if after is not None:
+        value, ident = param("after_value", after[0]), param("after_id", after[1])
+        where.append(f"({sort}, id) {op} ({value}, {ident})")
+    return where, f"{sort} {order}, id {order}"
+
+
 def build_search_sql(
     datastore_id: str,
     query: SearchQuery,
@@ -48,38 +95,13 @@ def build_search_sql(
     study date come last in both orders, so a sort never drops a set. Columns in ``unindexed`` are
     compared as ``+column`` so that the planner walks the sort index instead of their own.
     """
-    if query.sort_field not in _SORTS:
-        raise ValueError(f"unsupported sort field {query.sort_field}")
-    where = [f"datastore_id = {mark}", "state != 'DELETED'"]
-    args: list[Any] = [datastore_id]
-    for f in query.filters:
-        if f.attribute not in _COLUMNS:
-            raise ValueError(f"unsupported filter attribute {f.attribute}")
-        if f.operator == "EQUAL":
-            where.append(f"{f.attribute} = {mark}")
-            args.append(f.values[0])
-        elif f.operator == "BETWEEN":
-            column = f"+{f.attribute}" if f.attribute in unindexed else f.attribute
-            where.append(f"{column} BETWEEN {mark} AND {mark}")
-            args.extend(f.values[:2])
-        else:
-            raise ValueError(f"unsupported operator {f.operator}")
-    sort = query.sort_field
-    order = "DESC" if query.sort_order == "DESC" else "ASC"
-    op = "<" if order == "DESC" else ">"
-    if nulls:
-        where.append(f"{sort} IS NULL")
-        if after is not None and after[0] is None:
-            where.append(f"id {op} {mark}")
-            args.append(after[1])
-        order_by = f"id {order}"
-    else:
-        if sort == "study_datetime":
-            where.append("study_datetime IS NOT NULL")
-        if after is not None:
-            where.append(f"({sort}, id) {op} ({mark}, {mark})")
-            args.extend(after)
-        order_by = f"{sort} {order}, id {order}"
+    args: list[Any] = []
+
+    def param(_name: str, value: Any) -> str:
+        args.append(value)
+        return mark
+
+    where, order_by = page_conditions(datastore_id, query, after, param, nulls=nulls, unindexed=unindexed)
     sql = f"SELECT * FROM image_sets WHERE {' AND '.join(where)} ORDER BY {order_by} LIMIT {mark}"
     args.append(limit)
     return sql, args
@@ -300,41 +322,19 @@ def build_bucket_sql(
     PostgreSQL (``postgres=True``, ``%(name)s``): one LATERAL subquery per level over an array of
     buckets, so the statement and its plan do not grow with the number of buckets.
     """
-    if query.sort_field not in _SORTS:
-        raise ValueError(f"unsupported sort field {query.sort_field}")
 
     def p(name: str) -> str:
         return f"%({name})s" if postgres else f":{name}"
 
-    args: dict[str, Any] = {"ds": datastore_id, "limit": limit}
-    where = [f"datastore_id = {p('ds')}", "state != 'DELETED'"]
-    for n, f in enumerate(query.filters):
-        if f.attribute not in _COLUMNS:
-            raise ValueError(f"unsupported filter attribute {f.attribute}")
-        if n == buckets.position:
-            continue
-        if f.operator == "EQUAL":
-            where.append(f"{f.attribute} = {p(f'f{n}')}")
-            args[f"f{n}"] = f.values[0]
-        elif f.operator == "BETWEEN":
-            where.append(f"{f.attribute} BETWEEN {p(f'f{n}lo')} AND {p(f'f{n}hi')}")
-            args[f"f{n}lo"], args[f"f{n}hi"] = f.values[:2]
-        else:
-            raise ValueError(f"unsupported operator {f.operator}")
+    args: dict[str, Any] = {"limit": limit}
+
+    def param(name: str, value: Any) -> str:
+        args[name] = value
+        return p(name)
+
+    where, _ = page_conditions(datastore_id, query, after, param, nulls=nulls, skip=buckets.position)
     sort = query.sort_field
     order = "DESC" if query.sort_order == "DESC" else "ASC"
-    op = "<" if order == "DESC" else ">"
-    if nulls:
-        where.append(f"{sort} IS NULL")
-        if after is not None and after[0] is None:
-            where.append(f"id {op} {p('after_id')}")
-            args["after_id"] = after[1]
-    else:
-        if sort == "study_datetime":
-            where.append("study_datetime IS NOT NULL")
-        if after is not None:
-            where.append(f"({sort}, id) {op} ({p('after_value')}, {p('after_id')})")
-            args["after_value"], args["after_id"] = after
     # with nulls, every row of a branch has sort value NULL: the order is the id's, read from the index
     order_by = f"{sort} {order}, id {order}"
     range_filter = query.filters[buckets.position]
