@@ -17,23 +17,20 @@ import socket
 from typing import Any
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+def process_listener(host: str, port: int, *, reuse_port: bool = True) -> socket.socket:
+    """A new socket bound to ``host:port``: by default one of this process in the port's SO_REUSEPORT group
+    (the server calls ``listen``); ``reuse_port=False`` is a plain bind, which fails while anyone holds it."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
     except BaseException:
         sock.close()
         raise
     sock.set_inheritable(True)
     return sock
-
-
-def process_listener(host: str, port: int) -> socket.socket:
-    """A new socket of this process in the port's SO_REUSEPORT group (the server calls ``listen``)."""
-    return _bind(host, port)
 
 
 class ReusePortSocket(socket.socket):
@@ -46,13 +43,8 @@ class ReusePortSocket(socket.socket):
         A plain bind first: SO_REUSEPORT alone would let a second openhi of the same user join the port
         of a running one (say, with another data directory) instead of failing as a server should.
         """
-        probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind((host, port))
-        finally:
-            probe.close()
-        plain = _bind(host, port)
+        process_listener(host, port, reuse_port=False).close()
+        plain = process_listener(host, port)
         sock = cls(plain.family, plain.type, plain.proto, fileno=plain.detach())
         sock.host, sock.port = host, port
         return sock

@@ -223,7 +223,7 @@ class ImageSetReader:
 
     def _frame_blob(self, blob_key: str) -> bytes | FileBody:
         """``blobs.get``; a blob that is a local file comes back open, as a :class:`FileBody` the server
-        can send with sendfile, its first bytes already read (:data:`HEAD_BYTES`) for the checks below."""
+        can send with sendfile (:meth:`frame` reads its first :data:`HEAD_BYTES` for its checks)."""
         path = self._local_path(blob_key)
         if path is None:
             return self.env.blobs.get(blob_key)
