@@ -38,14 +38,6 @@ def machine() -> dict[str, Any]:
     }
 
 
-def percentile(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
-    return ordered[k]
-
-
 def table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return ""

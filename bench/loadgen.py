@@ -47,7 +47,7 @@ class Result:
 
 
 def percentile(values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile of ``values`` (``nan`` when empty); same rule as ``_common.percentile``."""
+    """Nearest-rank percentile of ``values`` (``nan`` when empty); the benchmarks' one percentile rule."""
     if not values:
         return float("nan")
     ordered = sorted(values)

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from _common import percentile, table, write_result
-from loadgen import run_each
+from _common import table, write_result
+from loadgen import percentile, run_each
 from serve import signed_post
 
 from openhi.core.datastores import DatastoreService
