@@ -139,9 +139,7 @@ async def run(requests: Sequence[Request], connections: int, duration: float, wa
     host, port = _target(requests)
     wires = [_encode(r, host, port) for r in requests]
     order: Iterator[int] = itertools.cycle(range(len(wires)))
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    counters = {"errors": 0, "bytes": 0}
+    tally = _Tally()
     t_start = time.perf_counter()
     measure_from = t_start + warmup
     stop_at = measure_from + duration
@@ -166,22 +164,18 @@ async def run(requests: Sequence[Request], connections: int, duration: float, wa
                 ):
                     conn.close()
                     if t0 >= measure_from:
-                        counters["errors"] += 1
+                        tally.errors += 1
                     await asyncio.sleep(0.01)
                     continue
                 if t0 < measure_from:
                     continue
-                latencies.append(time.perf_counter() - t0)
-                statuses[status] = statuses.get(status, 0) + 1
-                counters["bytes"] += length
-                if status >= 400:
-                    counters["errors"] += 1
+                tally.record(time.perf_counter() - t0, status, length)
         finally:
             conn.close()
 
     await asyncio.gather(*(worker() for _ in range(connections)))
     elapsed = max(time.perf_counter() - measure_from, 1e-9)
-    return _result(connections, elapsed, latencies, statuses, counters)
+    return _result(connections, elapsed, tally)
 
 
 async def run_each(requests: Sequence[Request], connections: int, timeout: float) -> Result:
@@ -190,9 +184,7 @@ async def run_each(requests: Sequence[Request], connections: int, timeout: float
         raise ValueError("no requests")
     host, port = _target(requests)
     queue = iter([_encode(r, host, port) for r in requests])
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    counters = {"errors": 0, "bytes": 0}
+    tally = _Tally()
 
     async def worker() -> None:
         conn = _Connection(host, port)
@@ -203,41 +195,48 @@ async def run_each(requests: Sequence[Request], connections: int, timeout: float
                     status, length = await conn.request(wire)
                 except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
                     conn.close()
-                    counters["errors"] += 1
+                    tally.errors += 1
                     continue
-                latencies.append(time.perf_counter() - t0)
-                statuses[status] = statuses.get(status, 0) + 1
-                counters["bytes"] += length
-                if status >= 400:
-                    counters["errors"] += 1
+                tally.record(time.perf_counter() - t0, status, length)
         finally:
             conn.close()
 
     t_start = time.perf_counter()
     async with asyncio.timeout(timeout):
         await asyncio.gather(*(worker() for _ in range(connections)))
-    return _result(connections, time.perf_counter() - t_start, latencies, statuses, counters)
+    return _result(connections, time.perf_counter() - t_start, tally)
 
 
-def _result(
-    connections: int,
-    elapsed: float,
-    latencies: list[float],
-    statuses: dict[int, int],
-    counters: dict[str, int],
-) -> Result:
-    n = len(latencies)
+@dataclass
+class _Tally:
+    """What the connections of one run saw: a latency per answered request, statuses, errors, bytes."""
+
+    latencies: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+    errors: int = 0
+    bytes: int = 0
+
+    def record(self, latency: float, status: int, length: int) -> None:
+        self.latencies.append(latency)
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        self.bytes += length
+        if status >= 400:
+            self.errors += 1
+
+
+def _result(connections: int, elapsed: float, tally: _Tally) -> Result:
+    n = len(tally.latencies)
     return Result(
         connections=connections,
         seconds=elapsed,
         requests=n,
-        errors=counters["errors"],
+        errors=tally.errors,
         requests_per_s=n / elapsed,
-        p50_ms=percentile(latencies, 50) * 1000,
-        p99_ms=percentile(latencies, 99) * 1000,
-        mb_per_s=counters["bytes"] / elapsed / 1e6,
-        body_bytes=counters["bytes"],
-        statuses=dict(sorted(statuses.items())),
+        p50_ms=percentile(tally.latencies, 50) * 1000,
+        p99_ms=percentile(tally.latencies, 99) * 1000,
+        mb_per_s=tally.bytes / elapsed / 1e6,
+        body_bytes=tally.bytes,
+        statuses=dict(sorted(tally.statuses.items())),
     )
 
 
@@ -257,9 +256,7 @@ async def _run_httpx(requests: Sequence[Request], connections: int, duration: fl
     """The same loop with httpx.AsyncClient (kept only to compare generators: ``--compare``)."""
     import httpx
 
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    counters = {"errors": 0, "bytes": 0}
+    tally = _Tally()
     order = itertools.cycle(requests)
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     async with httpx.AsyncClient(limits=limits, timeout=REQUEST_TIMEOUT_S) as client:
@@ -273,17 +270,13 @@ async def _run_httpx(requests: Sequence[Request], connections: int, duration: fl
                         req.method, req.url, headers=dict(req.headers), content=req.body or None
                     )
                 except httpx.HTTPError:
-                    counters["errors"] += 1
+                    tally.errors += 1
                     continue
-                latencies.append(time.perf_counter() - t0)
-                statuses[resp.status_code] = statuses.get(resp.status_code, 0) + 1
-                counters["bytes"] += len(resp.content)
-                if resp.status_code >= 400:
-                    counters["errors"] += 1
+                tally.record(time.perf_counter() - t0, resp.status_code, len(resp.content))
 
         t_start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(connections)))
-    return _result(connections, time.perf_counter() - t_start, latencies, statuses, counters)
+    return _result(connections, time.perf_counter() - t_start, tally)
 
 
 def main() -> None:
