@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-import pg
 from openhi.awsapi.router import Router
 from openhi.codec.jph import wrap_jph
 from openhi.core.file_body import CHUNK, FileBody
@@ -22,27 +19,6 @@ from openhi.storage.sqlite.index import SqliteIndex
 DS = "d" * 32
 OTHER = "e" * 32
 HTJ2K = "1.2.840.10008.1.2.4.202"
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def index(request: pytest.FixtureRequest) -> Iterator[MetadataIndex]:
-    if request.param == "sqlite":
-        idx: Any = SqliteIndex(":memory:")
-        yield idx
-        idx.close()
-        return
-    reason = pg.unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    from openhi.storage.postgres.index import PostgresIndex
-
-    schemas = pg.Schemas()
-    idx = PostgresIndex(schemas.url, schema=schemas.run)
-    try:
-        yield idx
-    finally:
-        idx.close()
-        schemas.drop_all()
 
 
 def _create(index: MetadataIndex, i: int) -> ImageSet:

@@ -6,7 +6,6 @@ import inspect
 import itertools
 import os
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
@@ -21,24 +20,6 @@ from openhi.storage.sqlite.index import SqliteIndex
 
 DS = "d" * 32
 OTHER = "e" * 32
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def index(request: pytest.FixtureRequest) -> Iterator[MetadataIndex]:
-    if request.param == "sqlite":
-        idx: Any = SqliteIndex(":memory:")
-        yield idx
-        idx.close()
-        return
-    schemas: pg.Schemas = request.getfixturevalue("pg_schemas")
-    from openhi.storage.postgres.index import PostgresIndex
-
-    idx = PostgresIndex(schemas.url, schema=schemas.run)
-    try:
-        yield idx
-    finally:
-        idx.close()
-        schemas.truncate(schemas.run)
 
 
 def _ds(i: int, token: str | None = None, status: str = "ACTIVE") -> Datastore:
