@@ -17,6 +17,7 @@ from openhi.storage.sqlite.search import (
     build_bucket_sql,
     build_search_sql,
     extent_sql,
+    keyset_pages,
     needs_extent,
     plan_buckets,
 )
@@ -38,7 +39,6 @@ class PostgresIndex(ControlTables, JobQueueTables, ImageSetTables, WriteOwnerTab
 
         A range on one time column sorted by another is read bucket by bucket (see build_bucket_sql).
         """
-        rows: list[ImageSet] = []
         with self.db.tx() as cur:
             if query.sort_field == "study_datetime" or needs_extent(query):
                 # two or more statements: read them from one snapshot
@@ -64,12 +64,7 @@ class PostgresIndex(ControlTables, JobQueueTables, ImageSetTables, WriteOwnerTab
                 sql, args = build_search_sql(datastore_id, query, page_after, size, mark="%s", nulls=nulls)
                 return [image_set_from(r) for r in cur.execute(sql, args).fetchall()]
 
-            if after is None or after[0] is not None:
-                rows = page(after, limit, False)
-            if query.sort_field == "study_datetime" and len(rows) < limit:
-                null_after = after if after is not None and after[0] is None else None
-                rows += page(null_after, limit - len(rows), True)
-        return rows
+            return keyset_pages(query, after, limit, page)
 
     # -- blob collection
     def enqueue_gc(self, blob_keys: Sequence[str], now: float) -> None:

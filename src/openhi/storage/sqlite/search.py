@@ -384,13 +384,30 @@ def build_bucket_sql(
     return sql, args
 
 
+def keyset_pages(
+    query: SearchQuery,
+    after: tuple[Any, str] | None,
+    limit: int,
+    page: Callable[[tuple[Any, str] | None, int, bool], list[ImageSet]],
+) -> list[ImageSet]:
+    """One result page from ``page(after, size, nulls)`` reads: sorting by study date reads the dated
+    sets, then (when the page is not full) the undated ones; a cursor with no sort value is already
+    among the undated."""
+    rows: list[ImageSet] = []
+    if after is None or after[0] is not None:
+        rows = page(after, limit, False)
+    if query.sort_field == "study_datetime" and len(rows) < limit:
+        null_after = after if after is not None and after[0] is None else None
+        rows += page(null_after, limit - len(rows), True)
+    return rows
+
+
 class SearchTables:
     db: Database
 
     def search_image_sets(
         self, datastore_id: str, query: SearchQuery, after: tuple[Any, str] | None, limit: int
     ) -> list[ImageSet]:
-        rows: list[ImageSet] = []
         with self.db.read() as conn:
             buckets = plan_buckets(query, lambda column: read_extent(conn, datastore_id, column))
             if buckets is None:
@@ -411,12 +428,7 @@ class SearchTables:
                 )
                 return [image_set_from(r) for r in conn.execute(sql, args)]
 
-            if after is None or after[0] is not None:
-                rows = page(after, limit, False)
-            if query.sort_field == "study_datetime" and len(rows) < limit:
-                null_after = after if after is not None and after[0] is None else None
-                rows += page(null_after, limit - len(rows), True)
-        return rows
+            return keyset_pages(query, after, limit, page)
 
 
 def read_extent(conn: sqlite3.Connection, datastore_id: str, day_column: str) -> tuple[int, int] | None:
