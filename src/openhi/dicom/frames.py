@@ -34,29 +34,29 @@ def us_value(ds: Dataset, tag: int, keyword: str, *, required: bool = False) -> 
     same int pydicom's conversion gives, without its ~15 µs per element. Anything else (absent,
     already converted, other VR or length, big endian) is pydicom's own answer.
     """
-    elem: DataElement | RawDataElement | None = ds.get_item(tag)
-    if (
-        type(elem) is RawDataElement
-        and elem.VR in _US_VRS
-        and elem.is_little_endian
-        and type(elem.value) is bytes
-        and len(elem.value) == 2
-    ):
-        return _US_LE.unpack(elem.value)[0]
+    raw = _raw_little_endian(ds, tag, _US_VRS)
+    if raw is not None and len(raw) == 2:
+        return _US_LE.unpack(raw)[0]
     return getattr(ds, keyword) if required else ds.get(keyword)
 
 
-def _pixel_bytes(ds: Dataset) -> Any:
-    """``ds.PixelData``; raw little-endian OB/OW bytes as they are (pydicom's value, unconverted)."""
-    elem: DataElement | RawDataElement | None = ds.get_item(PIXEL_DATA)
+def _raw_little_endian(ds: Dataset, tag: int, vrs: frozenset[str | None]) -> bytes | None:
+    """The element's bytes when pydicom has not converted it yet and it is little endian with one of ``vrs``."""
+    elem: DataElement | RawDataElement | None = ds.get_item(tag)
     if (
         type(elem) is RawDataElement
-        and elem.VR in _PIXEL_VRS
+        and elem.VR in vrs
         and elem.is_little_endian
         and type(elem.value) is bytes
     ):
         return elem.value
-    return ds.PixelData
+    return None
+
+
+def _pixel_bytes(ds: Dataset) -> Any:
+    """``ds.PixelData``; raw little-endian OB/OW bytes as they are (pydicom's value, unconverted)."""
+    raw = _raw_little_endian(ds, PIXEL_DATA, _PIXEL_VRS)
+    return raw if raw is not None else ds.PixelData
 
 
 class PixelDataError(ValueError):
