@@ -86,7 +86,13 @@ class Lab:
         return [v for page in pages for v in page["imageSetPropertiesList"]]
 
     def copy(
-        self, source: str, dest: str | None = None, copiable: dict[str, Any] | None = None, **kw: Any
+        self,
+        source: str,
+        dest: str | None = None,
+        copiable: dict[str, Any] | None = None,
+        *,
+        wait: bool = True,
+        **kw: Any,
     ) -> dict[str, Any]:
         info: dict[str, Any] = {"sourceImageSet": {"latestVersionId": self.latest(source)}}
         if copiable is not None:
@@ -98,8 +104,9 @@ class Lab:
         resp: dict[str, Any] = self.client.copy_image_set(
             datastoreId=self.ds, sourceImageSetId=source, copyImageSetInformation=info, **kw
         )
-        wait_active(self.client, self.ds, resp["destinationImageSetProperties"]["imageSetId"])
-        wait_active(self.client, self.ds, source)
+        if wait:
+            wait_active(self.client, self.ds, resp["destinationImageSetProperties"]["imageSetId"])
+            wait_active(self.client, self.ds, source)
         return resp
 
 

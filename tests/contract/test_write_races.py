@@ -100,11 +100,7 @@ def test_a_locked_set_refuses_writes_but_serves_reads(slow: Lab) -> None:
 
 def test_copy_locks_source_read_only_and_releases_it(slow: Lab) -> None:
     src = slow.import_series(1, seed=53, patient="LOCK-CP")
-    resp = slow.client.copy_image_set(
-        datastoreId=slow.ds,
-        sourceImageSetId=src,
-        copyImageSetInformation={"sourceImageSet": {"latestVersionId": "1"}},
-    )
+    resp = slow.copy(src, wait=False)
     dest = resp["destinationImageSetProperties"]["imageSetId"]
     s, d = slow.get(src), slow.get(dest)
     assert (s["imageSetState"], s["imageSetWorkflowStatus"], s["versionId"]) == (
@@ -176,11 +172,7 @@ def test_kill_between_the_two_halves(tmp_path: Path) -> None:
         d = lab.import_series(1, seed=63, patient="CRASH-D")
         v1 = lab.raw_metadata(a, "1")
         lab.update(a, {"Study": {"DICOM": {"StudyDescription": "LOST"}}}, wait=False)
-        copy = lab.client.copy_image_set(
-            datastoreId=lab.ds,
-            sourceImageSetId=b,
-            copyImageSetInformation={"sourceImageSet": {"latestVersionId": "1"}},
-        )["destinationImageSetProperties"]["imageSetId"]
+        copy = lab.copy(b, wait=False)["destinationImageSetProperties"]["imageSetId"]
         lab.client.delete_image_set(datastoreId=lab.ds, imageSetId=d)
         assert lab.get(a)["imageSetState"] == lab.get(b)["imageSetState"] == "LOCKED"
     finally:

@@ -30,11 +30,7 @@ def test_restarting_one_process_leaves_another_process_writes_alone(tmp_path: Pa
         a = lab.import_series(2, seed=71, patient="LIVE-A")
         b = lab.import_series(1, seed=72, patient="LIVE-B")
         lab.update(a, {"Study": {"DICOM": {"StudyDescription": "KEPT"}}}, wait=False)
-        copy = lab.client.copy_image_set(
-            datastoreId=lab.ds,
-            sourceImageSetId=b,
-            copyImageSetInformation={"sourceImageSet": {"latestVersionId": "1"}},
-        )["destinationImageSetProperties"]["imageSetId"]
+        copy = lab.copy(b, wait=False)["destinationImageSetProperties"]["imageSetId"]
         other.restart()  # recovery runs at B's start and then every beat: A is alive, nothing is touched
         lab.server, lab.client = other, other.client()
         time.sleep(1.0)  # several sweeps of B
@@ -62,11 +58,7 @@ def test_a_killed_process_writes_are_recovered_by_a_live_one(tmp_path: Path) -> 
         b = lab.import_series(1, seed=74, patient="DEAD-B")
         v1 = lab.raw_metadata(a, "1")
         lab.update(a, {"Study": {"DICOM": {"StudyDescription": "LOST"}}}, wait=False)
-        copy = lab.client.copy_image_set(
-            datastoreId=lab.ds,
-            sourceImageSetId=b,
-            copyImageSetInformation={"sourceImageSet": {"latestVersionId": "1"}},
-        )["destinationImageSetProperties"]["imageSetId"]
+        copy = lab.copy(b, wait=False)["destinationImageSetProperties"]["imageSetId"]
         victim.kill()
         killed_at = time.monotonic()
         lab.server, lab.client = survivor, survivor.client()
