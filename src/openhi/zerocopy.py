@@ -6,12 +6,18 @@ into the response and copied again into the socket. This protocol advertises the
 ``os.sendfile`` from the open file to the socket when nothing else is queued on the connection; if the socket
 takes only part of it, or the transport is not a plain TCP socket, the rest goes through the transport like
 any body. Everything else (parsing, keep-alive, flow control, bodies) is uvicorn's own code.
+
+A response's head and its first small body chunks are held (:class:`_HeldWrites`) until the response ends,
+grows past :data:`HOLD_BYTES`, or its file goes out: an ordinary response leaves in one ``write`` instead of
+two, and a file's head goes out in one ``send(MSG_MORE)`` just before its ``sendfile``, so that head and
+file share full TCP segments (nginx's ``tcp_nopush``) without two ``TCP_CORK`` calls per response.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 import socket
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -39,33 +45,79 @@ class ZeroCopyHttpToolsProtocol(HttpToolsProtocol):
         if cycle is None or cycle.response_started:
             return
         cycle.scope.setdefault("extensions", {})[ZEROCOPY] = {}
+        held = _HeldWrites(cycle.transport, cycle)
+        cycle.transport = held  # type: ignore[assignment]
         # The ASGI task looks ``cycle.send`` up when it first runs, which is after this method returns.
         original: Callable[[Message], Awaitable[None]] = cycle.send  # type: ignore[assignment]
-        cycle.send = _send_with_zerocopy(cycle, original, self._tcp_fd)  # type: ignore[method-assign,assignment]
+        cycle.send = _send_with_zerocopy(cycle, original, held, self._tcp_fd)  # type: ignore[method-assign,assignment]
+
+
+#: At most this many bytes of a response (its head, small first body chunks) wait to leave together.
+HOLD_BYTES = 64 * 1024
+
+
+class _HeldWrites:
+    """The cycle's transport, holding what the cycle writes once its response has started.
+
+    Held bytes leave in one write when the response ends, when more than :data:`HOLD_BYTES` would be
+    held, before the transport is closed, or (with ``take``) ahead of the response's file. Everything
+    else (the ``100 Continue`` line, ``is_closing``, buffer sizes) is the transport's own.
+    """
+
+    __slots__ = ("_cycle", "_held", "_size", "transport")
+
+    def __init__(self, transport: Any, cycle: RequestResponseCycle) -> None:
+        self.transport = transport
+        self._cycle = cycle
+        self._held: list[bytes] = []
+        self._size = 0
+
+    def write(self, data: bytes) -> None:
+        if not self._cycle.response_started or self._size + len(data) > HOLD_BYTES:
+            self._held.append(data)
+            self.flush()
+            return
+        self._held.append(data)
+        self._size += len(data)
+
+    def take(self) -> bytes:
+        """The held bytes, no longer held (the caller sends them)."""
+        data = b"".join(self._held)
+        self._held.clear()
+        self._size = 0
+        return data
+
+    def flush(self) -> None:
+        if self._held:
+            data = self.take()
+            if data:
+                self.transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
 
 
 def _send_with_zerocopy(
-    cycle: RequestResponseCycle, send: Callable[[Message], Awaitable[None]], sock_fd: int | None
+    cycle: RequestResponseCycle,
+    send: Callable[[Message], Awaitable[None]],
+    held: _HeldWrites,
+    sock_fd: int | None,
 ) -> Callable[[Message], Awaitable[None]]:
-    corked = False
-
     async def zerocopy_send(message: Message) -> None:
-        nonlocal corked
-        if message["type"] == "http.response.start" and sock_fd is not None and not cycle.response_started:
-            # Hold the head (and a small first body chunk) until the response is complete, so that head,
-            # prefix and file leave in full segments, as nginx does with sendfile and tcp_nopush.
-            corked = _set_cork(sock_fd, True)
         try:
             if message["type"] == ZEROCOPY:
-                await _send_file(cycle, message, sock_fd)
+                await _send_file(cycle, message, held, sock_fd)
             else:
                 await send(message)
         except BaseException:
-            if corked and sock_fd is not None:
-                corked = not _set_cork(sock_fd, False)
+            held.flush()
             raise
-        if corked and sock_fd is not None and (cycle.response_complete or cycle.disconnected):
-            corked = not _set_cork(sock_fd, False)
+        if cycle.response_complete or cycle.disconnected:
+            held.flush()
 
     return zerocopy_send
 
@@ -80,29 +132,41 @@ def _plain_socket(transport: Any) -> Any:
     return sock
 
 
-def _libc_setsockopt() -> Callable[..., int] | None:
+def _libc_send() -> Callable[..., int] | None:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    except OSError:
+        send: Any = libc.send
+    except (OSError, AttributeError):
         return None
-    setsockopt: Callable[..., int] = libc.setsockopt
-    return setsockopt
+    send.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int)
+    send.restype = ctypes.c_ssize_t
+    fn: Callable[..., int] = send
+    return fn
 
 
-#: ``setsockopt(2)`` on a descriptor: uvloop's socket wrapper builds a Python socket object for every call
-_SETSOCKOPT = _libc_setsockopt()
-_ON, _OFF = ctypes.c_int(1), ctypes.c_int(0)
+#: ``send(2)`` on a descriptor, for its flags: uvloop's socket wrapper offers no ``send``
+_SEND = _libc_send()
+_MSG_MORE: int = getattr(socket, "MSG_MORE", 0)
+_MSG_NOSIGNAL: int = getattr(socket, "MSG_NOSIGNAL", 0)
 
 
-def _set_cork(fd: int, on: bool) -> bool:
-    """TCP_CORK on or off for the connection's descriptor; False where it cannot be set."""
-    if _SETSOCKOPT is None:
-        return False
-    value = _ON if on else _OFF
-    return _SETSOCKOPT(fd, socket.IPPROTO_TCP, socket.TCP_CORK, ctypes.byref(value), 4) == 0
+def _send_more(fd: int, data: bytes) -> int:
+    """``send(fd, data, MSG_MORE)``: bytes sent now (0 when the socket buffer is full). The kernel holds
+    them until the data that follows (the file) fills the segment. Raises OSError as ``send`` fails."""
+    if _SEND is None or not _MSG_MORE:
+        raise OSError("send(MSG_MORE) is not available")
+    n = _SEND(fd, data, len(data), _MSG_MORE | _MSG_NOSIGNAL)
+    if n >= 0:
+        return n
+    err = ctypes.get_errno()
+    if err in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
+        return 0
+    raise OSError(err, os.strerror(err))
 
 
-async def _send_file(cycle: RequestResponseCycle, message: Message, sock_fd: int | None) -> None:
+async def _send_file(
+    cycle: RequestResponseCycle, message: Message, held: _HeldWrites, sock_fd: int | None
+) -> None:
     if not cycle.response_started or cycle.response_complete:
         raise RuntimeError(
             f"Unexpected ASGI message '{ZEROCOPY}' before the response start or after its end."
@@ -124,7 +188,9 @@ async def _send_file(cycle: RequestResponseCycle, message: Message, sock_fd: int
         if count > cycle.expected_content_length:
             raise RuntimeError("Response content longer than Content-Length")
         cycle.expected_content_length -= count
-        _write_file(cycle.transport, sock_fd, fd, offset, count)
+        _write_file(held.transport, sock_fd, held.take(), fd, offset, count)
+    else:
+        held.flush()
     if not message.get("more_body", False):
         if cycle.scope["method"] == "HEAD":
             cycle.expected_content_length = 0
@@ -137,13 +203,16 @@ async def _send_file(cycle: RequestResponseCycle, message: Message, sock_fd: int
         cycle.on_response()
 
 
-def _write_file(transport: Any, sock_fd: int | None, fd: int, offset: int, count: int) -> None:
-    """``sendfile`` straight to the socket when the transport has nothing queued (so bytes stay in order);
-    whatever the socket does not take now is read and queued on the transport."""
+def _write_file(transport: Any, sock_fd: int | None, head: bytes, fd: int, offset: int, count: int) -> None:
+    """``head`` (``send`` with MSG_MORE) then ``sendfile`` straight to the socket when the transport has
+    nothing queued (so bytes stay in order); whatever the socket does not take now is queued on the
+    transport (the file's rest read from it)."""
     sent = 0
     if sock_fd is not None and transport.get_write_buffer_size() == 0:
         try:
-            while sent < count:
+            if head and count > 0:
+                head = head[_send_more(sock_fd, head) :]
+            while not head and sent < count:
                 n = os.sendfile(sock_fd, fd, offset + sent, count - sent)
                 if n == 0:
                     break
@@ -152,6 +221,8 @@ def _write_file(transport: Any, sock_fd: int | None, fd: int, offset: int, count
             pass  # the socket buffer is full: the transport queues the rest and sends it when it drains
         except OSError:
             pass  # e.g. a file system without sendfile support: fall back to reading
+    if head:
+        transport.write(head)
     if sent < count:
         rest = os.pread(fd, count - sent, offset + sent)
         if len(rest) != count - sent:

@@ -16,7 +16,7 @@ import pytest
 import uvicorn
 
 from openhi.core.file_body import FileBody
-from openhi.zerocopy import ZEROCOPY, ZeroCopyHttpToolsProtocol, _write_file
+from openhi.zerocopy import HOLD_BYTES, ZEROCOPY, ZeroCopyHttpToolsProtocol, _HeldWrites, _write_file
 
 PREFIX = b"PREFIX-BOXES"
 
@@ -126,7 +126,90 @@ def test_with_bytes_queued_the_file_goes_through_the_transport(tmp_path: Path) -
     transport = _QueuedTransport()
     fd = os.open(path, os.O_RDONLY)
     try:
-        _write_file(transport, -1, fd, 2, 5)  # a bad socket: sendfile would fail loudly
+        _write_file(transport, -1, b"HEAD", fd, 2, 5)  # a bad socket: sendfile would fail loudly
     finally:
         os.close(fd)
-    assert transport.written == [b"23456"]
+    assert transport.written == [b"HEAD", b"23456"]
+
+
+def test_head_and_file_go_out_by_send_more_and_sendfile_on_an_idle_socket(tmp_path: Path) -> None:
+    """A real socket pair: the head leaves with MSG_MORE, the file by sendfile, nothing through the transport."""
+    path = tmp_path / "f"
+    path.write_bytes(b"0123456789")
+    left, right = socket.socketpair()
+    left.setblocking(False)
+    transport = _IdleTransport()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        _write_file(transport, left.fileno(), b"HEAD", fd, 2, 5)
+    finally:
+        os.close(fd)
+        left.close()
+    assert transport.written == []
+    assert right.recv(100) == b"HEAD23456"
+    right.close()
+
+
+class _IdleTransport(_QueuedTransport):
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.response_started = False
+
+
+class _Recorder(_IdleTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+def test_held_writes_leave_together_and_before_a_close() -> None:
+    cycle = _Cycle()
+    transport = _Recorder()
+    held = _HeldWrites(transport, cycle)  # type: ignore[arg-type]
+    held.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # before the response starts: at once
+    assert transport.written == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+    cycle.response_started = True
+    held.write(b"head")
+    held.write(b"body")
+    assert transport.written == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+    assert held.is_closing() is False  # everything else is the transport's
+    held.close()
+    assert transport.written[1:] == [b"headbody"] and transport.closed
+
+
+def test_held_writes_never_hold_more_than_the_limit() -> None:
+    cycle = _Cycle()
+    cycle.response_started = True
+    transport = _Recorder()
+    held = _HeldWrites(transport, cycle)  # type: ignore[arg-type]
+    held.write(b"head")
+    big = b"x" * HOLD_BYTES
+    held.write(big)
+    assert transport.written == [b"head" + big]
+    assert held.take() == b""
+
+
+def test_an_ordinary_response_leaves_in_one_write(server: tuple[int, dict[str, bytes]]) -> None:
+    """Head and body of a small response arrive together (one segment on loopback), and a HEAD request's
+    file response sends only its head."""
+    port, _ = server
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.settimeout(10)
+    sock.sendall(b"POST /plain HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    first = sock.recv(65536)
+    assert first.startswith(b"HTTP/1.1 200 OK") and first.endswith(b"\r\n\r\nok")
+    sock.sendall(b"HEAD /small HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = sock.recv(65536)
+    assert head.startswith(b"HTTP/1.1 200 OK") and head.endswith(b"\r\n\r\n")
+    assert b"content-length: %d" % (len(PREFIX) + 1000) in head.lower()
+    sock.close()
