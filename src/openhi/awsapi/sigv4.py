@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
+from typing import NamedTuple
 from urllib.parse import quote, unquote_to_bytes
 
 from openhi.core.errors import AccessDeniedError
@@ -52,8 +53,9 @@ class VerifiedRequest:
     presigned: bool
 
 
-@dataclass(frozen=True)
-class _Signature:
+class _Signature(NamedTuple):
+    """A parsed signature (a NamedTuple: built on every request, ~4x cheaper than a frozen dataclass)."""
+
     access_key_id: str
     scope_date: str
     region: str
@@ -244,6 +246,7 @@ class SigV4Verifier:
         self._secrets: dict[str, str] = dict(credentials or {})
         self._service = service
         self._max_skew = max_skew_seconds
+        self._skew = timedelta(seconds=max_skew_seconds)
         self._clock = clock
 
     @property
@@ -263,7 +266,7 @@ class SigV4Verifier:
         body: bytes,
     ) -> str:
         """Verify the request's signature and return its access key id; raise ``AccessDeniedError``."""
-        return self.authenticate(method, raw_path, raw_query, headers, body).access_key_id
+        return self._verified(method, raw_path, raw_query, headers, body).access_key_id
 
     def authenticate(
         self,
@@ -274,6 +277,24 @@ class SigV4Verifier:
         body: bytes,
     ) -> VerifiedRequest:
         """Like :meth:`verify`, returning the region, signing time and signed headers as well."""
+        sig = self._verified(method, raw_path, raw_query, headers, body)
+        return VerifiedRequest(
+            access_key_id=sig.access_key_id,
+            region=sig.region,
+            service=sig.service,
+            signed_at=sig.signed_at,
+            signed_headers=sig.signed_headers,
+            presigned=sig.expires is not None,
+        )
+
+    def _verified(
+        self,
+        method: str,
+        raw_path: str | bytes,
+        raw_query: bytes,
+        headers: Sequence[tuple[bytes, bytes]],
+        body: bytes,
+    ) -> _Signature:
         header_map: dict[str, list[str]] = {}
         for name, value in headers:
             header_map.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
@@ -307,15 +328,7 @@ class SigV4Verifier:
                     f"unknown access key {sig.access_key_id!r}"
                 )
             self._check_signature(sig, secret, method, raw_path, query, header_map, body)
-
-        return VerifiedRequest(
-            access_key_id=sig.access_key_id,
-            region=sig.region,
-            service=sig.service,
-            signed_at=sig.signed_at,
-            signed_headers=sig.signed_headers,
-            presigned=sig.expires is not None,
-        )
+        return sig
 
     # -- parsing ---------------------------------------------------------------------------------
 
@@ -450,11 +463,13 @@ class SigV4Verifier:
 
     def _now(self) -> datetime:
         now = self._clock()
+        if now.tzinfo is UTC:  # the default clock
+            return now
         return now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
 
     def _check_time(self, sig: _Signature) -> None:
         now = self._now()
-        skew = timedelta(seconds=self._max_skew)
+        skew = self._skew
         if sig.expires is None:
             if abs(sig.signed_at - now) > skew:
                 raise AccessDeniedError(

@@ -181,7 +181,13 @@ def _join(path: str, name: str) -> str:
 
 
 def validate_params(shape: StructureShape, params: dict[str, Any]) -> None:
-    """Raise :class:`ValidationError` listing every constraint that ``params`` breaks (AWS message style)."""
+    """Raise :class:`ValidationError` listing every constraint that ``params`` breaks (AWS message style).
+
+    Valid params (nearly every request) pass a check compiled once per shape; only params it does not
+    pass go through :class:`_Validator`, which finds and words every error.
+    """
+    if _passes(shape)(params):
+        return
     validator = _Validator()
     validator.structure(shape, params, "", bool(shape.metadata.get("sensitive")))
     errors = validator.errors
@@ -189,3 +195,95 @@ def validate_params(shape: StructureShape, params: dict[str, Any]) -> None:
         count = len(errors)
         noun = "validation error" if count == 1 else "validation errors"
         raise ValidationError(f"{count} {noun} detected: {'; '.join(errors)}")
+
+
+Check = Any  # Callable[[Any], bool]; Any keeps the recursive closures simple for mypy
+
+
+@functools.cache
+def _passes(shape: Shape) -> Check:
+    """A predicate, built once per shape, that is true only when :class:`_Validator` would find nothing
+    wrong with a value of ``shape`` (values of another type pass, as they do there: the parser rejects
+    those). False sends the value to the full validator, which words the errors."""
+    meta = shape.metadata
+    type_name = shape.type_name
+    low, high = meta.get("min"), meta.get("max")
+
+    def sized(size: int) -> bool:
+        return (low is None or size >= low) and (high is None or size <= high)
+
+    if type_name == "structure":
+        members = shape.members
+        required = tuple(shape.required_members)
+        union = bool(meta.get("union"))
+        checks: dict[str, Check] = {}  # filled lazily: shapes may refer to themselves
+
+        def structure(value: Any) -> bool:
+            if not isinstance(value, dict):
+                return True
+            for name in required:
+                if value.get(name) is None:
+                    return False
+            if union and sum(1 for name in members if value.get(name) is not None) != 1:
+                return False
+            for name, item in value.items():
+                check = checks.get(name)
+                if check is None:
+                    member = members.get(name)
+                    if member is None:
+                        return False
+                    check = checks[name] = _passes(member)
+                if item is not None and not check(item):
+                    return False
+            return True
+
+        return structure
+    if type_name == "string":
+        enum = meta.get("enum")
+        enum_set = frozenset(enum) if enum is not None else None
+        pattern = meta.get("pattern")
+        fullmatch = compiled_pattern(pattern).fullmatch if pattern is not None else None
+
+        def string(value: Any) -> bool:
+            if not isinstance(value, str):
+                return True
+            if enum_set is not None and value not in enum_set:
+                return False
+            return sized(len(value)) and (fullmatch is None or fullmatch(value) is not None)
+
+        return string
+    if type_name == "list":
+        member_shape = shape.member
+
+        def list_(value: Any) -> bool:
+            if not isinstance(value, list):
+                return True
+            if not sized(len(value)):
+                return False
+            check = _passes(member_shape)
+            return all(item is not None and check(item) for item in value)
+
+        return list_
+    if type_name == "map":
+        key_shape, value_shape = shape.key, shape.value
+
+        def map_(value: Any) -> bool:
+            if not isinstance(value, dict):
+                return True
+            if not sized(len(value)):
+                return False
+            check_key, check_value = _passes(key_shape), _passes(value_shape)
+            return all(check_key(k) and check_value(v) for k, v in value.items())
+
+        return map_
+    if type_name == "blob":
+        return lambda value: not isinstance(value, (bytes, bytearray, memoryview)) or sized(len(value))
+    if type_name in _NUMERIC:
+
+        def number(value: Any) -> bool:
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                return True
+            return (low is None or value >= low) and (high is None or value <= high)
+
+        return number
+    return lambda value: True
