@@ -88,9 +88,10 @@ class _HeldWrites:
         return data
 
     def flush(self) -> None:
+        """Write what is held; on a transport already closing (the client went away) drop it."""
         if self._held:
             data = self.take()
-            if data:
+            if data and not self.transport.is_closing():
                 self.transport.write(data)
 
     def close(self) -> None:

@@ -187,6 +187,18 @@ def test_held_writes_leave_together_and_before_a_close() -> None:
     assert transport.written[1:] == [b"headbody"] and transport.closed
 
 
+def test_held_writes_are_dropped_once_the_client_is_gone() -> None:
+    cycle = _Cycle()
+    cycle.response_started = True
+    transport = _Recorder()
+    held = _HeldWrites(transport, cycle)  # type: ignore[arg-type]
+    held.write(b"head")
+    transport.closed = True  # connection_lost closed the transport
+    held.flush()
+    held.close()
+    assert transport.written == []
+
+
 def test_held_writes_never_hold_more_than_the_limit() -> None:
     cycle = _Cycle()
     cycle.response_started = True
