@@ -156,8 +156,8 @@ class _IdleTransport(_QueuedTransport):
 
 
 class _Cycle:
-    def __init__(self) -> None:
-        self.response_started = False
+    def __init__(self, started: bool = False) -> None:
+        self.response_started = started
 
 
 class _Recorder(_IdleTransport):
@@ -172,10 +172,14 @@ class _Recorder(_IdleTransport):
         return self.closed
 
 
+def _held(cycle: _Cycle) -> tuple[_HeldWrites, _Recorder]:
+    transport = _Recorder()
+    return _HeldWrites(transport, cycle), transport  # type: ignore[arg-type]
+
+
 def test_held_writes_leave_together_and_before_a_close() -> None:
     cycle = _Cycle()
-    transport = _Recorder()
-    held = _HeldWrites(transport, cycle)  # type: ignore[arg-type]
+    held, transport = _held(cycle)
     held.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # before the response starts: at once
     assert transport.written == [b"HTTP/1.1 100 Continue\r\n\r\n"]
     cycle.response_started = True
@@ -188,10 +192,7 @@ def test_held_writes_leave_together_and_before_a_close() -> None:
 
 
 def test_held_writes_are_dropped_once_the_client_is_gone() -> None:
-    cycle = _Cycle()
-    cycle.response_started = True
-    transport = _Recorder()
-    held = _HeldWrites(transport, cycle)  # type: ignore[arg-type]
+    held, transport = _held(_Cycle(started=True))
     held.write(b"head")
     transport.closed = True  # connection_lost closed the transport
     held.flush()
@@ -200,10 +201,7 @@ def test_held_writes_are_dropped_once_the_client_is_gone() -> None:
 
 
 def test_held_writes_never_hold_more_than_the_limit() -> None:
-    cycle = _Cycle()
-    cycle.response_started = True
-    transport = _Recorder()
-    held = _HeldWrites(transport, cycle)  # type: ignore[arg-type]
+    held, transport = _held(_Cycle(started=True))
     held.write(b"head")
     big = b"x" * HOLD_BYTES
     held.write(big)
