@@ -6,13 +6,8 @@ import psycopg
 
 from openhi.core.records import FrameRef, ImageSet, ImageSetVersion, ImportJob
 from openhi.ports.index import VersionCommit
-from openhi.storage.postgres.imagesets import (
-    Cur,
-    ImageSetTables,
-    _insert_frames,
-    _insert_head,
-    _insert_version,
-)
+from openhi.storage import imagesets_sql as q
+from openhi.storage.postgres.imagesets import POSTGRES, Cur, ImageSetTables
 from openhi.storage.sqlite.rows import job_from
 
 # races between workers end as "conflict" (the worker re-reads the primaries and retries)
@@ -76,20 +71,10 @@ class JobQueueTables(ImageSetTables):
                 if owner is None:
                     raise _Abort("lease_lost")
                 for head, version, frames in creations:
-                    _insert_head(cur, head)
-                    _insert_version(cur, version)
-                    _insert_frames(cur, head.id, frames)
+                    q.create(cur, POSTGRES, head, version, frames)
                 for commit, expected in sorted(appends, key=lambda a: a[0].image_set_id):
-                    assert commit.version is not None
-                    cur.execute(
-                        "UPDATE image_sets SET latest_version = %s WHERE id = %s AND datastore_id = %s"
-                        " AND latest_version = %s AND state = 'ACTIVE'",
-                        (commit.version.version, commit.image_set_id, datastore_id, expected),
-                    )
-                    if cur.rowcount != 1:
+                    if not q.append_version(cur, POSTGRES, datastore_id, commit, expected):
                         raise _Abort("conflict")
-                    _insert_version(cur, commit.version)
-                    self._apply_commit(cur, datastore_id, commit, insert_version=False)
                 _finish(cur, job, worker_id)
         except _Abort as abort:
             return abort.outcome

@@ -6,13 +6,8 @@ import sqlite3
 
 from openhi.core.records import FrameRef, ImageSet, ImageSetVersion, ImportJob
 from openhi.ports.index import VersionCommit
-from openhi.storage.sqlite.imagesets import (
-    _VERSION_COLUMNS,
-    ImageSetTables,
-    _insert_frames,
-    _insert_head,
-    _version_args,
-)
+from openhi.storage import imagesets_sql as q
+from openhi.storage.sqlite.imagesets import SQLITE, ImageSetTables
 from openhi.storage.sqlite.rows import job_from
 
 _CLAIMABLE = (
@@ -75,28 +70,14 @@ class JobQueueTables(ImageSetTables):
                     raise _Abort("lease_lost")
                 for head, version, frames in creations:
                     try:
-                        _insert_head(conn, head)
+                        q.insert_head(conn, SQLITE, head)
                     except sqlite3.IntegrityError:  # another live primary set of this series
                         raise _Abort("conflict") from None
-                    conn.execute(
-                        f"INSERT INTO image_set_versions ({_VERSION_COLUMNS}) VALUES ({','.join('?' * 12)})",
-                        _version_args(version),
-                    )
-                    _insert_frames(conn, head.id, frames)
+                    q.insert_version(conn, SQLITE, version)
+                    q.insert_frames(conn, SQLITE, head.id, frames)
                 for commit, expected in sorted(appends, key=lambda a: a[0].image_set_id):
-                    assert commit.version is not None
-                    cur = conn.execute(
-                        "UPDATE image_sets SET latest_version = ? WHERE id = ? AND datastore_id = ?"
-                        " AND latest_version = ? AND state = 'ACTIVE'",
-                        (commit.version.version, commit.image_set_id, datastore_id, expected),
-                    )
-                    if cur.rowcount != 1:
+                    if not q.append_version(conn, SQLITE, datastore_id, commit, expected):
                         raise _Abort("conflict")
-                    conn.execute(
-                        f"INSERT INTO image_set_versions ({_VERSION_COLUMNS}) VALUES ({','.join('?' * 12)})",
-                        _version_args(commit.version),
-                    )
-                    self._apply_commit(conn, datastore_id, commit, insert_version=False)
                 _finish(conn, job, worker_id)
         except _Abort as abort:
             return abort.outcome
