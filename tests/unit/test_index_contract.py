@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from search_pages import page_rows
 
 import pg
 from openhi.core.records import Datastore, FrameRef, ImageSet, ImageSetVersion, ImportJob
@@ -363,14 +364,7 @@ def _key(head: ImageSet, sort: str) -> Any:
 
 
 def _page_all(index: MetadataIndex, query: SearchQuery, limit: int) -> list[ImageSet]:
-    out: list[ImageSet] = []
-    after: Any = None
-    while True:
-        rows = index.search_image_sets(DS, query, after, limit)
-        out += rows
-        if len(rows) < limit:
-            return out
-        after = (_key(rows[-1], query.sort_field), rows[-1].id)
+    return page_rows(index, DS, query, limit)
 
 
 def _expected(heads: list[ImageSet], sort: str, order: str) -> list[str]:

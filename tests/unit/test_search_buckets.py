@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from search_pages import page_rows
 
 import pg
 from openhi.core.search import study_datetime_key
@@ -115,23 +116,7 @@ def expected(query: SearchQuery) -> list[str]:
 
 def page_all(index: Any, query: SearchQuery, limit: int, pages: int | None = None) -> list[str]:
     """Every page of ``query`` through the adapter, each cursor made from the last set of the page before."""
-    out: list[str] = []
-    after: tuple[Any, str] | None = None
-    for _ in itertools.count() if pages is None else range(pages):
-        rows = index.search_image_sets(DS, query, after, limit)
-        out += [r.id for r in rows]
-        if len(rows) < limit:
-            break
-        last = rows[-1]
-        value = {
-            "created_at": last.created_at,
-            "updated_at": last.updated_at,
-            "study_datetime": study_datetime_key(
-                last.search.get("DICOMStudyDate"), last.search.get("DICOMStudyTime")
-            ),
-        }[query.sort_field]
-        after = (value, last.id)
-    return out
+    return [r.id for r in page_rows(index, DS, query, limit, pages)]
 
 
 # -- ranges: (name, bounds, whether the bucket plan serves them)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from search_pages import page_rows
 
 from openhi.core.errors import ValidationError
 from openhi.core.records import ImageSet, ImageSetVersion
@@ -272,22 +273,7 @@ def test_every_search_query_is_served_by_an_index(index: SqliteIndex) -> None:
 
 
 def _page_all(index: SqliteIndex, query: SearchQuery, limit: int) -> list[ImageSet]:
-    out: list[ImageSet] = []
-    after: Any = None
-    while True:
-        rows = index.search_image_sets(DS, query, after, limit)
-        out += rows
-        if len(rows) < limit:
-            return out
-        last = rows[-1]
-        value = {
-            "updated_at": last.updated_at,
-            "created_at": last.created_at,
-            "study_datetime": study_datetime_key(
-                last.search.get("DICOMStudyDate"), last.search.get("DICOMStudyTime")
-            ),
-        }[query.sort_field]
-        after = (value, last.id)
+    return page_rows(index, DS, query, limit)
 
 
 @pytest.mark.parametrize("order", ["ASC", "DESC"])

@@ -299,7 +299,7 @@ class ImageSetReader:
             rows = rows[:limit]
             last = rows[-1]
             token = self.paginator.issue(
-                "SearchImageSets", fingerprint, [_sort_value(last, query.sort_field), last.id]
+                "SearchImageSets", fingerprint, [cursor_value(last, query.sort_field), last.id]
             )
         for i, row in enumerate(rows):
             pending = self.touches.pending(datastore_id, row.id)
@@ -331,7 +331,8 @@ def _as_jph(data: bytes | FileBody, head: bytes) -> bytes | FileBody:
     return b"".join((prefix, data))
 
 
-def _sort_value(row: ImageSet, column: str) -> Any:
+def cursor_value(row: ImageSet, column: str) -> Any:
+    """The value of sort column ``column`` for ``row``, as a SearchImageSets page cursor carries it."""
     if column == "study_datetime":
         return study_datetime_key(row.search.get("DICOMStudyDate"), row.search.get("DICOMStudyTime"))
     return row.updated_at if column == "updated_at" else row.created_at
