@@ -206,15 +206,17 @@ def append_version(
     if cur.rowcount != 1:
         return False
     insert_version(ex, d, commit.version)
-    apply_commit(ex, d, datastore_id, commit, insert_version=False)
+    apply_commit(ex, d, datastore_id, commit, finish_version=False)
     return True
 
 
 def apply_commit(
-    ex: Executor, d: Dialect, datastore_id: str, commit: VersionCommit, insert_version: bool = True
+    ex: Executor, d: Dialect, datastore_id: str, commit: VersionCommit, finish_version: bool = True
 ) -> None:
+    """Write a finished operation: its version row's final state (unless ``finish_version`` is False: the
+    caller has just inserted it whole), the set's head, its frame references, its blobs to collect."""
     v = commit.version
-    if v is not None and insert_version:
+    if v is not None and finish_version:
         ex.execute(
             sql(_FINISH_VERSION, d.paramstyle),
             (
