@@ -289,10 +289,11 @@ def add_parser(sub: Any) -> None:
         "route, start a DICOM import job, and with --wait report every file. Exit status: 0 when every "
         f"file imported, {FAILED} when any failed, {USAGE} for usage or connection errors.",
     )
-    imp.add_argument("paths", nargs="+", help="DICOM files or folders")
-    imp.add_argument("--datastore", required=True, help="the ACTIVE datastore to import into")
+    imp.add_argument("paths", nargs="+", metavar="PATH", help="DICOM files or folders")
+    imp.add_argument("--datastore", metavar="ID", required=True, help="the ACTIVE datastore to import into")
     imp.add_argument(
         "--endpoint",
+        metavar="URL",
         default=None,
         help="server URL (default $AWS_ENDPOINT_URL_MEDICAL_IMAGING, else http://127.0.0.1:8080)",
     )
@@ -303,6 +304,9 @@ def add_parser(sub: Any) -> None:
         "--wait", action="store_true", help="wait for the job; print failures, warnings and counts"
     )
     imp.add_argument(
-        "--data-dir", default=None, help="deprecated and ignored: files are uploaded through the endpoint"
+        "--data-dir",
+        metavar="DIR",
+        default=None,
+        help="deprecated and ignored: files are uploaded through the endpoint",
     )
     imp.set_defaults(func=clean_exit("import", run_import))

@@ -42,10 +42,14 @@ def register(sub: Any) -> None:
         description="Print the attribute changes between two versions of an image set. Exit status: 0 on "
         "success, 2 for usage or connection errors or an unknown datastore, image set or version.",
     )
-    diff.add_argument("--datastore", required=True, help="datastore id")
-    diff.add_argument("--image-set", required=True, help="image set id")
-    diff.add_argument("--from", dest="from_version", required=True, help="the older version id")
-    diff.add_argument("--to", dest="to_version", required=True, help="the newer version id")
-    diff.add_argument("--endpoint", default=None, help=ENDPOINT_HELP)
+    diff.add_argument("--datastore", metavar="ID", required=True, help="datastore id")
+    diff.add_argument("--image-set", metavar="ID", required=True, help="image set id")
+    diff.add_argument(
+        "--from", dest="from_version", metavar="VERSION", required=True, help="the older version id"
+    )
+    diff.add_argument(
+        "--to", dest="to_version", metavar="VERSION", required=True, help="the newer version id"
+    )
+    diff.add_argument("--endpoint", metavar="URL", default=None, help=ENDPOINT_HELP)
     diff.add_argument("--json", action="store_true", help="print the changes as JSON")
     diff.set_defaults(func=clean_exit("diff", _diff))
