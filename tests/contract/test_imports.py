@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import re
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -349,36 +347,3 @@ def test_kill_during_import_resumes_the_job(openhi_fresh: RunningServer) -> None
                 imageFrameInformation={"imageFrameId": frame["ID"]},
             )["imageFrameBlob"].read()
             assert len(blob) > 0
-
-
-@pytest.mark.embedded_only("openhi import stages files into <data-dir>/buckets")
-def test_openhi_import_cli(openhi_server: RunningServer, medical_imaging: Any, tmp_path: Path) -> None:
-    ds_id = active_datastore(medical_imaging, "cli")
-    folder = tmp_path / "dicom"
-    folder.mkdir()
-    for i, data in enumerate(make_ct_series(2, seed=3)):
-        (folder / f"{i}.dcm").write_bytes(data)
-    (folder / "junk.bin").write_bytes(b"junk")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "openhi",
-            "import",
-            str(folder),
-            "--datastore",
-            ds_id,
-            "--endpoint",
-            openhi_server.endpoint,
-            "--data-dir",
-            str(openhi_server.data_dir),
-            "--wait",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert re.search(r"files imported\s+2", proc.stdout)
-    assert re.search(r"files failed \(input\)\s+1", proc.stdout)
-    assert "COMPLETED" in proc.stdout
