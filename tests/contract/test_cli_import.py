@@ -279,9 +279,9 @@ def test_diff_between_two_versions(openhi_server: Any, medical_imaging: Any, tmp
     proc = openhi(*args, endpoint=openhi_server.endpoint, cwd=elsewhere)
     assert proc.returncode == 0, proc.stderr
     line = next(x for x in proc.stdout.splitlines() if "Study.DICOM.StudyDescription" in x)
-    assert line.split()[:2] == ["changed", "Study"] and line.endswith('"CLI DIFF"')
+    assert line.split()[:2] == ["added", "Study"] and line.endswith('-> "CLI DIFF"')  # the factory sets none
     as_json = json.loads(openhi(*args, "--json", endpoint=openhi_server.endpoint, cwd=elsewhere).stdout)
-    assert {"change": "changed", "level": "Study", "path": "Study.DICOM.StudyDescription"}.items() <= next(
+    assert {"change": "added", "level": "Study", "to": "CLI DIFF"}.items() <= next(
         c for c in as_json["changes"] if c["path"] == "Study.DICOM.StudyDescription"
     ).items()
 
