@@ -273,9 +273,9 @@ def report(props: dict[str, Any], reports: Reports, stage: Stage, uploaded: int)
         print(f"{label:<22}{value:>8}")
     for s in summaries:
         kind = "primary" if s.get("isPrimary") else "non-primary"
-        print(
-            f"  {s['imageSetId']}  v{s.get('imageSetVersion', 1)}  {kind:<11} {s['numberOfMatchedSOPInstances']} instances"
-        )
+        n = int(s.get("numberOfMatchedSOPInstances", 0))
+        version = s.get("imageSetVersion", 1)
+        print(f"  {s['imageSetId']}  v{version}  {kind:<11} {n} instance{'' if n == 1 else 's'}")
     ok = not reports.failure and not missing and len(reports.success) == uploaded
     print(f"job {props['jobId']} {props['jobStatus']}; reports in {props['outputS3Uri']}")
     return 0 if ok else FAILED
