@@ -77,13 +77,15 @@ class Stage:
         bar = _Progress("uploaded", len(files))
         for i, path in enumerate(files, 1):
             name = f"{i:06d}-{_UNSAFE.sub('_', path.name)[-100:]}"
-            self.started = True
             reply = self.conn.request(
                 "PUT", f"{UPLOAD}/{self.bucket}/{self.stage_id}/input/{name}", file=path
             )
+            if reply.status == 404 and reply.error_message().startswith("No openhi route"):
+                raise CommandError(f"{self.conn.endpoint} has no upload route (an older openhi?)")
             if reply.status != 200:
                 raise CommandError(f"uploading {path} failed: {reply.error_message()}")
             self.names[name] = path
+            self.started = True
             bar.show(i)
         bar.done()
 
