@@ -6,14 +6,11 @@ import pickle
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from openhi.core.import_run import ImportRun, _picklable, import_batch
-from openhi.core.records import ImportJob
-from openhi.core.settings import Settings
+from openhi.core.import_files import FileJob, import_batch, picklable, process_files
 from openhi.dicom.instance import InstanceRejected, ProcessedInstance
 from openhi.ports.objects import ObjectInfo, ObjectNotFound
 from openhi.storage.blobs_fs import FsBlobStore
@@ -37,7 +34,7 @@ def test_import_batch_returns_one_result_per_key_in_order(stores: tuple[FsObject
     objects.put(BUCKET, "b.dcm", factory.garbage_file())
     objects.put(BUCKET, "c.dcm", good[1])
     keys = ["a.dcm", "b.dcm", "missing.dcm", "c.dcm"]
-    results = import_batch(objects, BUCKET, blobs, "ds", "HTJ2K", keys)
+    results = import_batch(FileJob(objects, BUCKET, blobs, "ds", "HTJ2K"), keys)
     assert len(results) == 4
     first, garbage, missing, last = results
     assert isinstance(first, ProcessedInstance) and isinstance(last, ProcessedInstance)
@@ -60,19 +57,15 @@ class _Unpicklable(Exception):
 
 def test_unpicklable_errors_come_back_as_their_message() -> None:
     exc = _Unpicklable("the codec broke")
-    portable = _picklable(exc)
+    portable = picklable(exc)
     assert isinstance(portable, RuntimeError) and str(portable) == "the codec broke"
     pickle.dumps(portable)
     plain = ValueError("fine")
-    assert _picklable(plain) is plain
+    assert picklable(plain) is plain
 
 
-def _run(objects: FsObjectStore, blobs: FsBlobStore, pool: Any, max_file: int) -> ImportRun:
-    env = SimpleNamespace(
-        settings=Settings(max_file_bytes=max_file), objects=objects, blobs=blobs, pixel_pool=pool
-    )
-    job = ImportJob("job", "ds", "name", "IN_PROGRESS", "role", f"s3://{BUCKET}/", "s3://out/x/", 0.0)
-    return ImportRun(env, job, "worker")  # type: ignore[arg-type]
+def _work(objects: FsObjectStore, blobs: FsBlobStore) -> FileJob:
+    return FileJob(objects, BUCKET, blobs, "ds", "HTJ2K")
 
 
 @pytest.mark.parametrize("count", [1, 3, 37])
@@ -86,8 +79,7 @@ def test_process_yields_every_file_once(stores: tuple[FsObjectStore, FsBlobStore
         objects.put(BUCKET, key, data)
         infos.append(ObjectInfo(key=key, size=len(data) if i % 5 else 10**9))  # every 5th is "too big"
     with ThreadPoolExecutor(max_workers=2) as pool:
-        run = _run(objects, blobs, pool, max_file=10**6)
-        seen = list(run._process(infos, BUCKET, "HTJ2K"))
+        seen = list(process_files(_work(objects, blobs), infos, pool, max_file=10**6))
     assert sorted(info.key for info, _ in seen) == [info.key for info in infos]
     for info, result in seen:
         if info.size > 10**6:
@@ -109,6 +101,6 @@ def test_a_failed_batch_fails_each_of_its_files(stores: tuple[FsObjectStore, FsB
     objects, blobs = stores
     infos = [ObjectInfo(key=f"k{i}", size=1) for i in range(9)]
     with Broken(max_workers=2) as pool:
-        seen = list(_run(objects, blobs, pool, max_file=10**6)._process(infos, BUCKET, "HTJ2K"))
+        seen = list(process_files(_work(objects, blobs), infos, pool, max_file=10**6))
     assert sorted(info.key for info, _ in seen) == [info.key for info in infos]
     assert all(isinstance(r, RuntimeError) and str(r) == "worker died" for _, r in seen)

@@ -5,16 +5,14 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from openhi.core.errors import QuotaExceededError, ValidationError
 from openhi.core.ids import new_id
+from openhi.core.pending import Pending, VersionWriter
 from openhi.core.records import ImageSet, ImageSetVersion
 from openhi.dicom.document import SCHEMA_VERSION, conflict_keys, search_tags
 from openhi.ports.index import LockRequest, VersionCommit
-
-if TYPE_CHECKING:
-    from openhi.core.writes import ImageSetWriter
 
 Selection = dict[str, set[str] | None]  # series uid -> SOP Instance UIDs (None: the whole series)
 Selected = dict[str, dict[str, Any]]  # series uid -> {SOP Instance UID: instance node}
@@ -144,7 +142,7 @@ def merge_copy(
         duplicate = sorted(existing & set(instances))
         if duplicate:
             return None, (
-                f"INVALID_REQUEST:  SOP Instance UID {duplicate[0]} already exists in DestinationImageSet; "
+                f"INVALID_REQUEST:  SOP Instance UID {duplicate[0]} already exists in DestinationImageSet, "
                 "SOP Instance UIDs must be unique within an image set."
             )
     merged = copy.deepcopy(dest)
@@ -156,7 +154,7 @@ def merge_copy(
 
 
 def start_copy(
-    writer: ImageSetWriter,
+    writer: VersionWriter,
     datastore_id: str,
     source_id: str,
     *,
@@ -175,8 +173,6 @@ def start_copy(
         NotFoundError: no such datastore, source or destination.
         ConflictError: a set is locked/deleted or a ``latestVersionId`` is stale; datastore not ACTIVE.
     """
-    from openhi.core.writes import Pending
-
     env = writer.env
     writer.datastores.require_active(datastore_id)
     if destination_id == source_id:
@@ -231,7 +227,7 @@ def start_copy(
 
 
 def _promotion_target(
-    writer: ImageSetWriter, source: ImageSet, doc: dict[str, Any], selected: Selected, dest: ImageSet | None
+    writer: VersionWriter, source: ImageSet, doc: dict[str, Any], selected: Selected, dest: ImageSet | None
 ) -> ImageSet | None:
     """promoteToPrimary: the primary set to merge into, or None to create a new primary set.
 

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import pickle
 import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
 from openhi.core.env import Env
 from openhi.core.ids import new_id
-from openhi.core.import_reports import write_reports
+from openhi.core.import_files import FileJob, process_files
+from openhi.core.import_overrides import load_overrides, unmatched_warnings
+from openhi.core.import_reports import Outcome, failure_entry, write_reports
 from openhi.core.keys import frame_key, metadata_key
+from openhi.core.messages import modeled_message
 from openhi.core.records import FrameRef, ImageSet, ImageSetVersion, ImportJob
 from openhi.dicom.document import (
     build_document,
@@ -25,12 +26,29 @@ from openhi.dicom.document import (
     merge_instances,
     search_tags,
 )
-from openhi.dicom.instance import InstanceRejected, ProcessedInstance, process_instance
-from openhi.ports.blobs import BlobStore
+from openhi.dicom.instance import InstanceRejected, ProcessedInstance
 from openhi.ports.index import VersionCommit
-from openhi.ports.objects import BucketNotFound, ObjectInfo, ObjectStore, parse_s3_uri
+from openhi.ports.objects import BucketNotFound, ObjectInfo, parse_s3_uri
 
 log = logging.getLogger("openhi.import")
+
+# Job messages (``DICOMImportJobProperties.message``: modeled, see core.messages) and report messages.
+BUCKET_MISSING = "Input bucket {} does not exist."
+ACCESS_DENIED = "Access to input bucket {}{} was denied: {}"
+TOO_MANY_FILES = "The input holds {} files, an import job accepts at most {}."
+TOO_MANY_BYTES = "The input holds {} bytes, an import job accepts at most {} bytes."
+COMMIT_RACES = (
+    "The image sets of this job could not be committed after {} attempts: other writers kept changing "
+    "the same primary image sets. Start the job again."
+)
+JOB_CRASHED = "Import job failed: {}: {}"
+JOB_MESSAGES = (BUCKET_MISSING, ACCESS_DENIED, TOO_MANY_FILES, TOO_MANY_BYTES, COMMIT_RACES, JOB_CRASHED)
+UNEXPECTED = "Unexpected error while importing the file: {}"
+DUPLICATE = (
+    "Duplicate SOPInstanceUID {} of {}, which is imported: the first file of a SOP Instance in key "
+    "order wins, a later file with different content is not imported"
+)
+SET_TOO_LARGE = "The image set's metadata would be {} bytes as JSON, over the maximum of {} bytes"
 
 
 def _norm(value: Any) -> Any:
@@ -64,66 +82,6 @@ def doc_conflict_keys(doc: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
-def import_one(
-    objects: ObjectStore, bucket: str, blobs: BlobStore, datastore_id: str, storage_format: str, key: str
-) -> ProcessedInstance:
-    """Read, verify and transcode one file, then store its frames; runs in a pixel-pool process.
-
-    Frames are written here, before any metadata or index row refers to them, and only the small
-    metadata crosses back to the server process.
-
-    Raises:
-        InstanceRejected: the file is not acceptable DICOM (reported as a failure entry).
-    """
-    processed = process_instance(objects.get(bucket, key), storage_format)
-    for frame in processed.frames:
-        blobs.put(frame_key(datastore_id, frame.frame_id), frame.data, durable=False)  # flushed before commit
-    return replace(processed, frames=[])
-
-
-def import_batch(
-    objects: ObjectStore,
-    bucket: str,
-    blobs: BlobStore,
-    datastore_id: str,
-    storage_format: str,
-    keys: list[str],
-) -> list[ProcessedInstance | Exception]:
-    """``import_one`` for each key, in order; a file's exception is its result (one pool task, many files).
-
-    Batching divides the per-task cost of the process pool (pickling the stores, queue hops, the
-    executor's bookkeeping on both sides) by the batch size.
-    """
-    out: list[ProcessedInstance | Exception] = []
-    for key in keys:
-        try:
-            out.append(import_one(objects, bucket, blobs, datastore_id, storage_format, key))
-        except Exception as exc:
-            out.append(_picklable(exc))
-    return out
-
-
-def _picklable(exc: Exception) -> Exception:
-    """The exception itself when it survives the trip back to the server process, else its message."""
-    if isinstance(exc, InstanceRejected):
-        return exc
-    try:
-        pickle.loads(pickle.dumps(exc))
-    except Exception:
-        return RuntimeError(str(exc))
-    return exc
-
-
-@dataclass
-class Outcome:
-    """What became of the job's files, for the output reports."""
-
-    scanned: int = 0
-    success: list[tuple[str, ProcessedInstance]] = field(default_factory=list)
-    failures: list[dict[str, Any]] = field(default_factory=list)
-    server_errors: int = 0
-
-
 @dataclass
 class Plan:
     """One attempt at placing the job's instances: the index changes and where each instance went."""
@@ -137,6 +95,8 @@ class Plan:
     summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
     # primary sets this plan creates: (study, series) -> (head, document)
     new_primaries: dict[tuple[str, str], tuple[ImageSet, dict[str, Any]]] = field(default_factory=dict)
+    # failure entries of instances refused because their image set's metadata would be too large
+    rejected: list[dict[str, Any]] = field(default_factory=list)
 
 
 class LeaseLost(Exception):
@@ -144,8 +104,8 @@ class LeaseLost(Exception):
 
 
 COMMIT_ATTEMPTS = 5
-#: Files per pixel-pool task at most (smaller for small jobs and at a job's end).
-MAX_BATCH = 8
+#: The metadata document of one image set may be at most this large (JSON, before compression).
+MAX_IMAGE_SET_METADATA_BYTES = 50 * 1024 * 1024
 #: How often frames written so far are flushed in the background while a job transcodes.
 FLUSH_SECONDS = 0.5
 
@@ -169,10 +129,10 @@ class ImportRun:
             return
         except Exception as exc:  # the job itself failed: report, never crash the worker
             log.exception("import job %s failed", job.id)
-            message = f"Import job failed: {type(exc).__name__}: {exc}"
+            message = JOB_CRASHED.format(type(exc).__name__, exc)
         if message is None:
             return  # COMPLETED together with its image sets
-        failed = replace(job, status="FAILED", message=message, ended_at=self.env.clock())
+        failed = replace(job, status="FAILED", message=modeled_message(message), ended_at=self.env.clock())
         self.env.index.finish_job(failed, self.worker_id)
 
     def check_lease(self) -> None:
@@ -182,25 +142,47 @@ class ImportRun:
     def _run(self) -> str | None:
         s = self.env.settings
         bucket, prefix = parse_s3_uri(self.job.input_s3_uri)
+        owner = self.job.input_owner_account_id
+        source = self.env.objects if not owner else self.env.objects.expecting_owner(owner)
         try:
-            objects = list(self.env.objects.list(bucket, prefix))
+            objects = list(source.list(bucket, prefix))
         except BucketNotFound:
-            return f"Input bucket {bucket} does not exist."
+            return BUCKET_MISSING.format(bucket)
+        except PermissionError as exc:
+            return ACCESS_DENIED.format(bucket, f" (expected owner {owner})" if owner else "", exc)
+        sizes = {o.key: o.size for o in objects}
+        overrides, metadata_files = load_overrides(
+            source, bucket, prefix, self.job.import_configuration, sizes
+        )
+        objects = [o for o in objects if o.key not in metadata_files]
         if len(objects) > s.max_files_per_job:
-            return (
-                f"The input holds {len(objects)} files; an import job accepts at most {s.max_files_per_job}."
-            )
+            return TOO_MANY_FILES.format(len(objects), s.max_files_per_job)
         total = sum(o.size for o in objects)
         if total > s.max_job_bytes:
-            return f"The input holds {total} bytes; an import job accepts at most {s.max_job_bytes} bytes."
+            return TOO_MANY_BYTES.format(total, s.max_job_bytes)
         ds = self.env.index.get_datastore(self.job.datastore_id)
         storage_format = ds.lossless_storage_format if ds else "HTJ2K"
         self.outcome.scanned = len(objects)
+        work = FileJob(
+            source, bucket, self.env.blobs, self.job.datastore_id, storage_format, tuple(overrides)
+        )
+        order = {info.key: n for n, info in enumerate(objects)}
+        results: list[tuple[int, ObjectInfo, ProcessedInstance | BaseException]] = []
         with self._flushing():
-            for info, result in self._process(objects, bucket, storage_format):
+            for info, result in self._process(objects, work):
                 self.check_lease()
-                self._record(info, result)
+                results.append((order[info.key], info, result))
+        matched: set[int] = set()
+        seen: dict[str, tuple[str, ProcessedInstance]] = {}
+        for _, info, result in sorted(results, key=lambda r: r[0]):  # input order decides duplicates
+            self._record(info, result, matched, seen)
+        self.outcome.warnings.extend(unmatched_warnings(overrides, matched, prefix))
         return self._commit()
+
+    def _process(
+        self, objects: list[ObjectInfo], work: FileJob
+    ) -> Iterator[tuple[ObjectInfo, ProcessedInstance | BaseException]]:
+        return process_files(work, objects, self.env.pixel_pool, self.env.settings.max_file_bytes)
 
     @contextlib.contextmanager
     def _flushing(self) -> Iterator[None]:
@@ -227,83 +209,39 @@ class ImportRun:
         finally:
             stop.set()  # a flush in progress ends by itself; the commit's flush covers everything
 
-    def _process(
-        self, objects: list[ObjectInfo], bucket: str, storage_format: str
-    ) -> Iterator[tuple[ObjectInfo, ProcessedInstance | BaseException]]:
-        pool = self.env.pixel_pool
-        max_file = self.env.settings.max_file_bytes
-        work = partial(
-            import_one, self.env.objects, bucket, self.env.blobs, self.job.datastore_id, storage_format
-        )
-        batch_work = partial(
-            import_batch, self.env.objects, bucket, self.env.blobs, self.job.datastore_id, storage_format
-        )
-        too_big = "File of {} bytes exceeds the per-file maximum of {} bytes."
-        if pool is None:
-            for info in objects:
-                result: ProcessedInstance | Exception
-                try:
-                    if info.size > max_file:
-                        raise InstanceRejected("ValidationException", too_big.format(info.size, max_file))
-                    result = work(info.key)
-                except Exception as exc:
-                    result = exc
-                yield info, result
-            return
-        workers = max(1, getattr(pool, "_max_workers", 2))
-        in_flight: dict[Future[list[ProcessedInstance | Exception]], list[ObjectInfo]] = {}
-        limit = 2 * workers  # batches: one running and one queued per worker keep every worker busy
-        position = 0
-        try:
-            while in_flight or position < len(objects):
-                while position < len(objects) and len(in_flight) < limit:
-                    # batches shrink towards the end so that the workers finish together
-                    size = max(1, min(MAX_BATCH, (len(objects) - position) // (2 * workers)))
-                    batch: list[ObjectInfo] = []
-                    while position < len(objects) and len(batch) < size:
-                        nxt = objects[position]
-                        position += 1
-                        if nxt.size > max_file:
-                            yield (
-                                nxt,
-                                InstanceRejected("ValidationException", too_big.format(nxt.size, max_file)),
-                            )
-                        else:
-                            batch.append(nxt)
-                    if batch:
-                        in_flight[pool.submit(batch_work, [info.key for info in batch])] = batch
-                if not in_flight:
-                    continue
-                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    infos = in_flight.pop(fut)
-                    error = fut.exception()
-                    if error is not None:  # the worker died (BrokenProcessPool) or the batch could not run
-                        for info in infos:
-                            yield info, error
-                        continue
-                    yield from zip(infos, fut.result(), strict=True)
-        finally:
-            for fut in in_flight:  # abandoned (lease lost): don't let queued files run for nothing
-                fut.cancel()
-
-    def _record(self, info: ObjectInfo, result: ProcessedInstance | BaseException) -> None:
+    def _record(
+        self,
+        info: ObjectInfo,
+        result: ProcessedInstance | BaseException,
+        matched: set[int],
+        seen: dict[str, tuple[str, ProcessedInstance]],
+    ) -> None:
+        """File the result of one file, in input order: the first file of a SOP Instance UID wins."""
         if isinstance(result, InstanceRejected):
-            self._fail(info.key, result.exception_type, result.message)
+            matched.update(result.mappings)
+            self.outcome.fail(info.key, result.exception_type, result.message)
             return
         if isinstance(result, BaseException):
             log.warning("import %s: %s failed: %r", self.job.id, info.key, result)
-            self.outcome.server_errors += 1
-            self._fail(
-                info.key, "InternalServerException", f"Unexpected error while importing the file: {result}"
-            )
+            self.outcome.fail(info.key, "InternalServerException", UNEXPECTED.format(result))
             return
-        self.outcome.success.append((info.key, result))
+        matched.update(result.mappings)
+        first = seen.get(result.sop_uid)
+        if first is None:
+            seen[result.sop_uid] = (info.key, result)
+            self.outcome.success.append((info.key, result))
+            return
+        self._drop_frames(result)  # the instance is stored once, from the first file
+        first_key, first_instance = first
+        if result.content_sha256 == first_instance.content_sha256:
+            self.outcome.duplicates.append((info.key, result, first_key))
+        else:
+            self.outcome.fail(info.key, "ValidationException", DUPLICATE.format(result.sop_uid, first_key))
 
-    def _fail(self, key: str, exception_type: str, message: str) -> None:
-        self.outcome.failures.append(
-            {"inputFile": key, "exception": {"exceptionType": exception_type, "message": message}}
-        )
+    def _drop_frames(self, p: ProcessedInstance) -> None:
+        keys = [frame_key(self.job.datastore_id, f["ID"]) for f in p.instance.get("ImageFrames", [])]
+        if keys:
+            self.env.index.enqueue_gc(keys, self.env.clock())
 
     # -- grouping and commit
     def _commit(self) -> str | None:
@@ -312,7 +250,9 @@ class ImportRun:
         for attempt in range(COMMIT_ATTEMPTS):
             self.check_lease()
             plan = self._plan()
-            write_reports(self.env.objects, self.job, self.outcome, plan.placed, plan.summaries)
+            write_reports(
+                self.env.objects, self.job, self.outcome, plan.placed, plan.summaries, plan.rejected
+            )
             done = replace(self.job, status="COMPLETED", message=None, ended_at=self.env.clock())
             result = self.env.index.commit_import(
                 self.job.datastore_id, done, self.worker_id, plan.creations, plan.appends
@@ -327,10 +267,7 @@ class ImportRun:
                 "import job %s: commit attempt %d raced another writer; regrouping", self.job.id, attempt
             )
             time.sleep(0.05 * (attempt + 1))
-        return (
-            f"The image sets of this job could not be committed after {COMMIT_ATTEMPTS} attempts: other "
-            "writers kept changing the same primary image sets. Start the job again."
-        )
+        return COMMIT_RACES.format(COMMIT_ATTEMPTS)
 
     def _plan(self) -> Plan:
         plan = Plan()
@@ -384,11 +321,19 @@ class ImportRun:
     ) -> None:
         ds_id = self.job.datastore_id
         set_id = new_id()
-        first = items[-1]
-        doc = build_document(ds_id, set_id, first.patient, first.study, first.series_uid, first.series, {})
-        doc = merge_instances(doc, items)
+
+        def build(chosen: list[ProcessedInstance]) -> dict[str, Any]:
+            first = chosen[-1]
+            doc = build_document(
+                ds_id, set_id, first.patient, first.study, first.series_uid, first.series, {}
+            )
+            return merge_instances(doc, chosen)
+
+        items, doc, blob = self._fit(plan, items, build)
+        if not items:
+            return
         key = metadata_key(ds_id, set_id, 1)  # a fresh set id: unique already
-        self.env.blobs.put(key, encode_document(doc))
+        self.env.blobs.put(key, blob)
         plan.metadata_keys.append(key)
         now = self.env.clock()
         head = ImageSet(
@@ -413,10 +358,12 @@ class ImportRun:
     def _merge(self, plan: Plan, head: ImageSet, doc: dict[str, Any], items: list[ProcessedInstance]) -> None:
         ds_id = self.job.datastore_id
         new_version = head.latest_version + 1
-        merged = merge_instances(doc, items)
+        items, merged, blob = self._fit(plan, items, partial(merge_instances, doc))
+        if not items:
+            return
         # a per-attempt nonce: a regrouped attempt or a re-run after a crash never rewrites a blob
         key = metadata_key(ds_id, head.id, new_version, nonce=new_id()[:8])
-        self.env.blobs.put(key, encode_document(merged))
+        self.env.blobs.put(key, blob)
         plan.metadata_keys.append(key)
         now = self.env.clock()
         row = ImageSetVersion(
@@ -435,6 +382,34 @@ class ImportRun:
         )
         plan.appends.append((commit, head.latest_version))
         _placed(plan, head.id, new_version, True, items)
+
+    def _fit(
+        self,
+        plan: Plan,
+        items: list[ProcessedInstance],
+        build: Callable[[list[ProcessedInstance]], dict[str, Any]],
+    ) -> tuple[list[ProcessedInstance], dict[str, Any], bytes]:
+        """The instances whose document stays within ``MAX_IMAGE_SET_METADATA_BYTES``, the document and
+        its encoded blob; the last instances are refused (failure entries) until it fits."""
+        doc = build(items)
+        blob = encode_document(doc)
+        size = _json_size(blob)
+        while size > MAX_IMAGE_SET_METADATA_BYTES and items:
+            keep, freed = list(items), 0
+            while keep and freed < size - MAX_IMAGE_SET_METADATA_BYTES:
+                freed += max(1, keep.pop().metadata_bytes)
+            files = {p.sop_uid: key for key, p in self.outcome.success}
+            for p in items[len(keep) :]:
+                message = SET_TOO_LARGE.format(size, MAX_IMAGE_SET_METADATA_BYTES)
+                plan.rejected.append(
+                    failure_entry(files.get(p.sop_uid, p.sop_uid), "ValidationException", message)
+                )
+            items = keep
+            if items:
+                doc = build(items)
+                blob = encode_document(doc)
+                size = _json_size(blob)
+        return items, doc, blob
 
     def _frame_refs(self, items: list[ProcessedInstance]) -> list[FrameRef]:
         refs = []
@@ -458,3 +433,8 @@ def _placed(plan: Plan, set_id: str, version: int, is_primary: bool, items: list
         },
     )
     summary["numberOfMatchedSOPInstances"] += len(items)
+
+
+def _json_size(gz: bytes) -> int:
+    """The uncompressed size of a gzip member (its trailer's ISIZE: exact below 4 GiB)."""
+    return int.from_bytes(gz[-4:], "little")

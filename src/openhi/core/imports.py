@@ -9,6 +9,7 @@ from openhi.core.datastores import DatastoreService
 from openhi.core.env import Env
 from openhi.core.errors import ConflictError, NotFoundError, QuotaExceededError
 from openhi.core.ids import new_id
+from openhi.core.import_overrides import check_mappings
 from openhi.core.pagination import Paginator
 from openhi.core.records import ImportJob
 from openhi.core.requests import request_hash
@@ -42,12 +43,14 @@ class ImportService:
         Raises:
             NotFoundError / ConflictError: the datastore is missing or not ACTIVE; the token was reused
                 with different parameters.
-            ValidationError: an S3 URI is malformed or escapes its bucket.
+            ValidationError: an S3 URI is malformed or escapes its bucket; a metadataFilePath is not a
+                safe key under the input prefix.
             QuotaExceededError: too many concurrent jobs in this datastore.
         """
         self.datastores.require_active(datastore_id)
-        parse_s3_uri(input_s3_uri)
+        _, input_prefix = parse_s3_uri(input_s3_uri)
         parse_s3_uri(output_s3_uri)
+        check_mappings(input_prefix, import_configuration)
         params = {
             "jobName": job_name,
             "role": data_access_role_arn,

@@ -7,7 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from openhi.core import copies
@@ -17,7 +17,9 @@ from openhi.core.env import Env
 from openhi.core.errors import ConflictError, NotFoundError, ValidationError
 from openhi.core.ids import new_id
 from openhi.core.keys import metadata_key
-from openhi.core.records import FrameRef, ImageSet, ImageSetVersion
+from openhi.core.messages import modeled_message
+from openhi.core.pending import Pending
+from openhi.core.records import ImageSet, ImageSetVersion
 from openhi.core.updates import apply_updates, parse_updates, sibling_updates, study_level_changed
 from openhi.dicom.document import decode_document, encode_document, search_tags
 from openhi.ports.index import LockRequest, VersionCommit
@@ -31,7 +33,7 @@ log = logging.getLogger("openhi.writes")
 # Test hook: seconds the background half of every write sleeps before it commits (crash tests).
 DELAY_ENV = "OPENHI_TEST_WRITE_DELAY_SECONDS"
 RESTART_MESSAGE = (
-    "INTERNAL_ERROR:  the server stopped before the operation finished; the previous version is unchanged."
+    "INTERNAL_ERROR:  the server stopped before the operation finished, the previous version is unchanged."
 )
 DONE = {"UPDATING": "UPDATED", "UPDATING_FOR_STUDY_CONSISTENCY": "UPDATED", "COPYING": "COPIED"}
 FAILED = {
@@ -39,19 +41,6 @@ FAILED = {
     "UPDATING_FOR_STUDY_CONSISTENCY": "UPDATE_FAILED",
     "COPYING": "COPY_FAILED",
 }
-
-
-@dataclass
-class Pending:
-    """One LOCKED version and what its background half commits."""
-
-    row: ImageSetVersion
-    prev_key: str | None  # the content before this version (what a failure keeps)
-    doc: dict[str, Any] | None = None  # new content to write
-    reuse_key: str | None = None  # revert: the target version's blob, reused as is
-    search: dict[str, Any] | None = None
-    frames: list[FrameRef] = field(default_factory=list)
-    fail_message: str | None = None  # decided up front: the version ends *_FAILED with this message
 
 
 class ImageSetWriter:
@@ -231,7 +220,7 @@ class ImageSetWriter:
             workflow_status=status,
             updated_at=now,
             metadata_key=p.prev_key,
-            message=p.fail_message,
+            message=None if p.fail_message is None else modeled_message(p.fail_message),
         )
         # a copy into a new set that failed has no content at all: keep it out of attribute searches
         search: dict[str, Any] | None = {} if p.prev_key is None else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from io import BytesIO
@@ -29,8 +31,16 @@ from openhi.dicom.frames import (
     native_frames,
     pixel_info,
 )
+from openhi.dicom.json_dataset import MetadataFileError, MetadataOverride, apply_overrides
 from openhi.dicom.json_values import iter_dataset_json
 from openhi.dicom.levels import level_of
+from openhi.dicom.strict import (
+    MAX_INSTANCE_METADATA_BYTES,
+    UnfitFile,
+    check_elements,
+    check_inflation,
+    tags_text,
+)
 
 REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 #: §7.2 "DICOM element constraints during import" (characters, trailing padding ignored).
@@ -51,6 +61,7 @@ MAX_LENGTHS = {
 MAX_VALUES = {"NumberOfStudyRelatedSeries": 1_000_000, "NumberOfStudyRelatedInstances": 1_000_000}
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 TRANSCODING_EXCEPTION = (0xB100, "TRANSCODING_EXCEPTION")
+ELEMENTS_DISCARDED = (0xB006, "ELEMENTS_DISCARDED")
 DECOMPRESSED = "DECOMPRESSED"  # checksum over the decoded full-resolution pixels
 COMPRESSED = "COMPRESSED"  # checksum over the stored (original-encoding) frame bytes
 
@@ -76,15 +87,19 @@ class ProcessedInstance:
     instance: dict[str, Any]
     frames: list[StoredFrame]
     warnings: list[dict[str, Any]] = field(default_factory=list)
+    content_sha256: str = ""  # of the file's bytes: tells an identical duplicate from a different one
+    metadata_bytes: int = 0  # size of the instance's attributes (every level) as JSON
+    mappings: tuple[int, ...] = ()  # dicomMetadataMappings applied, by position
 
 
 class InstanceRejected(Exception):
     """The instance cannot be imported; ``exception_type``/``message`` go to failure.ndjson."""
 
-    def __init__(self, exception_type: str, message: str) -> None:
-        super().__init__(exception_type, message)
+    def __init__(self, exception_type: str, message: str, mappings: tuple[int, ...] = ()) -> None:
+        super().__init__(exception_type, message, mappings)
         self.exception_type = exception_type
         self.message = message
+        self.mappings = mappings  # the dicomMetadataMappings that matched the instance
 
     def __str__(self) -> str:
         return f"{self.exception_type}: {self.message}"
@@ -95,6 +110,10 @@ def _reject(message: str) -> InstanceRejected:
 
 
 def _read(data: bytes) -> Dataset:
+    try:
+        check_inflation(data)
+    except UnfitFile as exc:
+        raise _reject(f"Input file is not acceptable: {exc}") from None
     try:
         return pydicom.dcmread(BytesIO(data), force=False)
     except Exception as exc:  # pydicom raises many types for malformed input
@@ -219,9 +238,21 @@ def _warning(code: tuple[int, str], message: str) -> dict[str, Any]:
     return {"warning_reason_code": code[0], "type": code[1], "message": message}
 
 
-def process_instance(data: bytes, storage_format: str = "HTJ2K") -> ProcessedInstance:
-    """Parse, validate, normalize and transcode one DICOM P10 file (raises ``InstanceRejected``)."""
+def process_instance(
+    data: bytes, storage_format: str = "HTJ2K", overrides: Sequence[MetadataOverride] = ()
+) -> ProcessedInstance:
+    """Parse, validate, normalize and transcode one DICOM P10 file (raises ``InstanceRejected``).
+
+    ``overrides``: the job's metadata mappings; those matching the instance's study (and series)
+    set their attributes on it before normalization.
+    """
     ds = _read(data)
+    try:
+        dropped = check_elements(ds)
+    except UnfitFile as exc:
+        raise _reject(f"Input file is not acceptable: {exc}") from None
+    except Exception as exc:  # a sequence pydicom cannot parse
+        raise _reject(f"Input file is not a valid DICOM Part 10 file: {exc}") from exc
     meta = getattr(ds, "file_meta", None)
     ts = str(meta.get("TransferSyntaxUID") or "").strip("\x00 ") if meta is not None else ""
     if not ts:
@@ -232,6 +263,29 @@ def process_instance(data: bytes, storage_format: str = "HTJ2K") -> ProcessedIns
         if not uids[keyword]:
             raise _reject(f"DICOM attribute {keyword} does not exist")
 
+    study_uid = str(uids["StudyInstanceUID"]).strip("\x00 ")
+    series_uid = str(uids["SeriesInstanceUID"]).strip("\x00 ")
+    try:
+        mappings = apply_overrides(ds, overrides, study_uid, series_uid)
+    except MetadataFileError as exc:
+        matched = tuple(o.index for o in overrides if o.matches(study_uid, series_uid))
+        raise InstanceRejected("ValidationException", str(exc), matched) from None
+    try:
+        return _process(data, ds, ts, uids, storage_format, dropped, mappings)
+    except InstanceRejected as exc:
+        exc.mappings = mappings
+        raise
+
+
+def _process(
+    data: bytes,
+    ds: Dataset,
+    ts: str,
+    uids: dict[str, Any],
+    storage_format: str,
+    dropped: list[int],
+    mappings: tuple[int, ...],
+) -> ProcessedInstance:
     vrs: dict[str, str] = {}
     levels: dict[str, dict[str, Any]] = {"Patient": {}, "Study": {}, "Series": {}, "Instance": {}}
     flat: dict[str, Any] = {}
@@ -242,6 +296,12 @@ def process_instance(data: bytes, storage_format: str = "HTJ2K") -> ProcessedIns
     except Exception as exc:  # malformed element values
         raise _reject(f"Input file is not a valid DICOM Part 10 file: {exc}") from exc
     _check_constraints(flat)
+    metadata_bytes = len(json.dumps([levels, vrs], separators=(",", ":"), ensure_ascii=False).encode())
+    if metadata_bytes > MAX_INSTANCE_METADATA_BYTES:
+        raise _reject(
+            f"The instance's metadata is {metadata_bytes} bytes as JSON, over the maximum of "
+            f"{MAX_INSTANCE_METADATA_BYTES} bytes per instance"
+        )
 
     binary_seg = str(uids["SOPClassUID"]) == SEGMENTATION_STORAGE and ds.get("BitsAllocated") == 1
     try:
@@ -252,6 +312,13 @@ def process_instance(data: bytes, storage_format: str = "HTJ2K") -> ProcessedIns
     frames: list[bytes] = []
     entries: list[dict[str, Any]] = []
     warnings: list[dict[str, Any]] = []
+    if dropped:
+        warnings.append(
+            _warning(
+                ELEMENTS_DISCARDED,
+                f"Binary values over 1 MB are not stored in the metadata: {tags_text(dropped)}",
+            )
+        )
     checksum_type = DECOMPRESSED
     if has_pixel_data(ds):
         try:
@@ -293,4 +360,7 @@ def process_instance(data: bytes, storage_format: str = "HTJ2K") -> ProcessedIns
         instance=node,
         frames=[StoredFrame(entry["ID"], blob) for entry, blob in zip(entries, frames, strict=True)],
         warnings=warnings,
+        content_sha256=hashlib.sha256(data).hexdigest(),
+        metadata_bytes=metadata_bytes,
+        mappings=mappings,
     )

@@ -55,6 +55,14 @@ class ObjectStore(Protocol):
         """Whether the bucket exists."""
         ...
 
+    def expecting_owner(self, account_id: str) -> ObjectStore:
+        """A view of this store whose requests ask the bucket's owner to be ``account_id``.
+
+        On S3 every request carries ``x-amz-expected-bucket-owner`` (S3 refuses it with 403 when
+        another account owns the bucket); stores without account owners return themselves.
+        """
+        ...
+
 
 def _key_problem(text: str, *, object_key: bool) -> str | None:
     """Why ``text`` is not a safe key (``object_key``) or key prefix; ``None`` when it is."""

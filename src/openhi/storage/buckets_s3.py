@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 from collections.abc import Iterator
@@ -79,6 +80,7 @@ class S3ObjectStore:
         self._access_key_id = access_key_id
         self._secret_access_key = secret_access_key
         self._session_token = session_token
+        self._expected_owner: str | None = None
         self._stores: dict[str, S3Store] = {}
         self._lock = threading.Lock()
 
@@ -113,11 +115,21 @@ class S3ObjectStore:
                         config["token"] = self._session_token
                 else:
                     config["skip_signature"] = True
-                store = S3Store(bucket, client_options=_CLIENT, retry_config=_RETRY, **config)
+                client: ClientConfig = _CLIENT
+                if self._expected_owner is not None:  # sent (and signed) with every request
+                    headers = {"x-amz-expected-bucket-owner": self._expected_owner}
+                    client = {**_CLIENT, "default_headers": headers}
+                store = S3Store(bucket, client_options=client, retry_config=_RETRY, **config)
                 self._stores[bucket] = store
             return store
 
     # -- ObjectStore -----------------------------------------------------------------------------
+
+    def expecting_owner(self, account_id: str) -> S3ObjectStore:
+        """A copy whose requests carry ``x-amz-expected-bucket-owner: account_id``."""
+        view = copy.copy(self)  # through __getstate__: no cached stores, a lock of its own
+        view._expected_owner = account_id
+        return view
 
     def exists_bucket(self, bucket: str) -> bool:
         store = self._store(bucket)
