@@ -1,4 +1,4 @@
-"""Shared helpers for benchmark scripts: machine facts, timing tables, JSON results."""
+"""Shared helpers for benchmark scripts: machine facts, timing tables, JSON results, the codec limit."""
 
 from __future__ import annotations
 
@@ -8,6 +8,10 @@ import json
 import os
 import platform
 import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +87,50 @@ def process_tree_cpu(pid: int) -> dict[str, float]:
 def tree_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process and all its live descendants."""
     return sum(process_tree_cpu(pid).values())
+
+
+def _codec_frame(source: str | bytes) -> tuple[int, int, int, int]:
+    """(encode wall ns, encode CPU ns, decode wall ns, decode CPU ns) of one P10 file's frame.
+
+    The two codec calls an import makes per frame (``openhi.codec.j2k``: imagecodecs' HTJ2K lossless
+    RPCL encode, then the verification decode of the result); reading the file and the bit-exact
+    comparison are not timed.
+    """
+    import numpy as np
+    import pydicom
+
+    from openhi.codec.j2k import decode_htj2k, encode_htj2k_rpcl
+
+    pixels = pydicom.dcmread(source if isinstance(source, str) else BytesIO(source)).pixel_array
+    t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
+    stored = encode_htj2k_rpcl(pixels)
+    t1, c1 = time.perf_counter_ns(), time.thread_time_ns()
+    decoded = decode_htj2k(stored)
+    t2, c2 = time.perf_counter_ns(), time.thread_time_ns()
+    if not np.array_equal(decoded, pixels):
+        raise RuntimeError("HTJ2K round trip is not lossless")
+    return t1 - t0, c1 - c0, t2 - t1, c2 - c1
+
+
+def codec_limits(sources: Sequence[str | bytes], cores: int | None = None) -> dict[str, float]:
+    """The import's codec ceilings for these P10 files (paths or bytes), one process per core.
+
+    ``encode_decode_instances_per_s`` (the limit the import is measured against): HTJ2K encode plus
+    the verification decode of every frame; ``encode_instances_per_s``: the encode alone. Each is
+    ``instances / (summed call time / cores)``: the rate the cores would reach doing nothing else.
+    """
+    cores = cores or os.cpu_count() or 1
+    with ProcessPoolExecutor(max_workers=cores) as pool:
+        list(pool.map(_codec_frame, sources[:cores]))  # warm up: imports, first allocations
+        times = list(pool.map(_codec_frame, sources, chunksize=4))
+    n = len(times)
+    encode_ns = sum(t[0] for t in times)
+    decode_ns = sum(t[2] for t in times)
+    return {
+        "cores": cores,
+        "instances": n,
+        "encode_instances_per_s": n / (encode_ns / 1e9) * cores,
+        "encode_decode_instances_per_s": n / ((encode_ns + decode_ns) / 1e9) * cores,
+        "encode_cpu_ms_per_instance": sum(t[1] for t in times) / 1e6 / n,
+        "decode_cpu_ms_per_instance": sum(t[3] for t in times) / 1e6 / n,
+    }
