@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,7 @@ def test_copy_into_an_existing_image_set(lab: Lab) -> None:
     failed = lab.get(dest)
     assert failed["versionId"] == "3" and failed["imageSetWorkflowStatus"] == "COPY_FAILED"
     assert failed["message"].startswith("INVALID_REQUEST:  SOP Instance UID ")
+    assert re.fullmatch(r"[\w -:`]{1,2048}", failed["message"], re.ASCII), failed["message"]  # the model's
     assert lab.raw_metadata(dest, "3") == lab.raw_metadata(dest, "2")
     # stale destination version, copy onto itself
     info = {
