@@ -6,6 +6,7 @@ import base64
 import binascii
 import functools
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,10 +15,28 @@ from urllib.parse import parse_qsl
 
 from botocore.model import OperationModel, Shape
 
+from openhi.awsapi.json_guard import check_depth, check_embedded_json, check_unicode, safe_text
 from openhi.core.errors import ValidationError
+
+# Hostile input policy (every rejection is a modeled ValidationException, never a 5xx):
+# - a body or embedded JSON document nested deeper than json_guard.MAX_JSON_DEPTH levels is rejected
+#   before it is parsed;
+# - strings must be valid Unicode: ``json.loads`` turns ``"\ud800"`` into a lone surrogate, which is
+#   rejected wherever it appears (members, map keys and values, embedded JSON documents);
+# - unknown members, in the body or the query, are rejected (stricter than botocore, which drops what
+#   it does not model: a typo in a member name fails loudly instead of being ignored); ``null`` means
+#   "absent", as in botocore's rest-json parser;
+# - ``Content-Type`` is not looked at: a rest-json body is JSON whatever the header says, as in AWS.
+
+# The JSON members whose strings/blobs carry a JSON document of their own, parsed later by the core.
+_EMBEDDED_JSON = frozenset({"CopiableAttributes", "DICOMAttribute"})
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]{1,4000}")
 
 # SigV4 query-string authentication (presigned URLs) puts these next to the modeled members.
 _AUTH_QUERY_PREFIX = "x-amz-"
+
+_MAX_NAME = 64  # characters of an unknown member name echoed in a message
+_MAX_NAMES = 8  # unknown member names listed in a message
 
 _JSON_TYPE_NAMES: dict[type, str] = {
     dict: "object",
@@ -101,27 +120,27 @@ def _parse_text(shape: Shape, text: str, path: str) -> Any:
     """Convert a uri label, query value or header value to the member's type."""
     type_name = shape.type_name
     if type_name == "string":
+        check_unicode(text, path)
         return text
     if type_name in ("integer", "long"):
-        try:
-            return int(text)
-        except ValueError:
+        if _INTEGER_TEXT.fullmatch(text) is None:
             raise ValidationError(
-                f"Invalid value for parameter {path}: expected integer, got '{text[:64]}'"
-            ) from None
+                f"Invalid value for parameter {path}: expected integer, got '{safe_text(text[:64])}'"
+            )
+        return int(text)
     if type_name in ("float", "double"):
         try:
             return float(text)
         except ValueError:
             raise ValidationError(
-                f"Invalid value for parameter {path}: expected number, got '{text[:64]}'"
+                f"Invalid value for parameter {path}: expected number, got '{safe_text(text[:64])}'"
             ) from None
     if type_name == "boolean":
         lowered = text.lower()
         if lowered in ("true", "false"):
             return lowered == "true"
         raise ValidationError(
-            f"Invalid value for parameter {path}: expected true or false, got '{text[:64]}'"
+            f"Invalid value for parameter {path}: expected true or false, got '{safe_text(text[:64])}'"
         )
     if type_name == "timestamp":
         return _parse_timestamp(text, path)
@@ -187,6 +206,10 @@ def _convert(shape: Shape, value: Any, path: str) -> Any:
     if type_name == "string":
         if not isinstance(value, str):
             raise _type_error(path, "string", value)
+        if not value.isascii():
+            check_unicode(value, path)
+        if shape.name in _EMBEDDED_JSON:
+            check_embedded_json(value, path)
         return value
     if type_name in ("integer", "long"):
         if isinstance(value, bool) or not isinstance(value, int):
@@ -205,7 +228,10 @@ def _convert(shape: Shape, value: Any, path: str) -> Any:
     if type_name == "blob":
         if not isinstance(value, str):
             raise _type_error(path, "base64-encoded string", value)
-        return _b64decode(value, path)
+        data = _b64decode(value, path)
+        if shape.name in _EMBEDDED_JSON:
+            check_embedded_json(data, path)
+        return data
     if type_name == "timestamp":
         return _parse_timestamp(value, path)
     return value  # document types and anything else pass through untouched
@@ -226,7 +252,9 @@ def _convert_structure(shape: Shape, value: dict[str, Any], path: str) -> dict[s
     if unknown:
         where = f" in {path}" if path else ""
         raise ValidationError(
-            f"Unknown parameter{'s' if len(unknown) > 1 else ''}{where}: {', '.join(unknown)}"
+            f"Unknown parameter{'s' if len(unknown) > 1 else ''}{where}: "
+            f"{', '.join(safe_text(name[:_MAX_NAME]) for name in unknown[:_MAX_NAMES])}"
+            + (f" (and {len(unknown) - _MAX_NAMES} more)" if len(unknown) > _MAX_NAMES else "")
         )
     return out
 
@@ -242,9 +270,10 @@ def _body_wire_names(shape: Shape) -> dict[str, str]:
 
 
 def _decode_json(body: bytes) -> Any:
+    check_depth(body, "Request body")
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise ValidationError(f"Request body is not valid JSON: {exc}") from None
 
 
@@ -322,7 +351,8 @@ def _parse_query(plan: _Plan, query_string: bytes, params: dict[str, Any]) -> No
             params[name] = _parse_text(shape, text, name)
     if unknown:
         raise ValidationError(
-            f"Unknown query parameter{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}"
+            f"Unknown query parameter{'s' if len(unknown) > 1 else ''}: "
+            f"{', '.join(safe_text(name[:_MAX_NAME]) for name in unknown[:_MAX_NAMES])}"
         )
     if extra and plan.query_map is not None:
         params[plan.query_map[0]] = extra

@@ -13,6 +13,7 @@ from typing import Any
 
 from botocore.model import NoShapeFoundError, OperationModel, Shape
 
+from openhi.awsapi.json_guard import safe_text
 from openhi.awsapi.router import RouteNotFound
 from openhi.awsapi.service import load_service_model
 
@@ -21,7 +22,17 @@ _OCTET_STREAM = "application/octet-stream"
 _ERROR_TYPE_HEADER = "x-amzn-ErrorType"
 _INTERNAL_ERROR = "InternalServerException"
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_dumps_text = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_dumps_ascii = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode
+
+
+def _json_bytes(value: Any) -> bytes:
+    """UTF-8 JSON; text UTF-8 cannot encode (a lone surrogate) is sent as ``\\uXXXX`` escapes instead."""
+    text = _dumps_text(value)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _dumps_ascii(value).encode("ascii")
 
 
 @dataclass(slots=True)
@@ -78,7 +89,7 @@ def _header_text(shape: Shape, value: Any) -> str:
     if type_name == "list":
         return ",".join(_header_text(shape.member, item) for item in value)
     if shape.serialization.get("jsonvalue"):
-        return base64.b64encode(_dumps(value).encode("utf-8")).decode("ascii")
+        return base64.b64encode(_json_bytes(value)).decode("ascii")
     return str(value)
 
 
@@ -135,11 +146,9 @@ def serialize_output(op: OperationModel, output: dict[str, Any]) -> WireResponse
             if not any(h.lower() == "content-type" for h, _ in headers):
                 headers.append(("Content-Type", _OCTET_STREAM))
             return WireResponse(plan.status, headers, body)
-        body = _dumps(_to_json(shape, value) if value is not None else {}).encode("utf-8")
+        body = _json_bytes(_to_json(shape, value) if value is not None else {})
     else:
-        body = (_dumps(_to_json(op.output_shape, output)) if op.output_shape is not None else "{}").encode(
-            "utf-8"
-        )
+        body = _json_bytes(_to_json(op.output_shape, output)) if op.output_shape is not None else b"{}"
     headers.append(("Content-Type", JSON_CONTENT_TYPE))
     return WireResponse(plan.status, headers, body)
 
@@ -159,8 +168,9 @@ def _error_status(code: str) -> int | None:
 
 
 def _error_response(status: int, code: str, message: str) -> WireResponse:
+    """Never fails: a message with text UTF-8 cannot encode is sent with it escaped (``\\ud800``)."""
     headers = [(_ERROR_TYPE_HEADER, code), ("Content-Type", JSON_CONTENT_TYPE)]
-    return WireResponse(status, headers, _dumps({"message": message}).encode("utf-8"))
+    return WireResponse(status, headers, _dumps_text({"message": safe_text(str(message))}).encode("utf-8"))
 
 
 def serialize_error(code: str, message: str, status: int | None = None) -> WireResponse:

@@ -8,6 +8,7 @@ from typing import Any
 
 from botocore.model import Shape, StructureShape
 
+from openhi.awsapi.json_guard import safe_text
 from openhi.core.errors import ValidationError
 
 # Java character classes (``\p{Name}``) used by Smithy/Coral patterns, as Python class contents.
@@ -78,10 +79,12 @@ def _show(value: Any, sensitive: bool) -> str:
         return "Value"
     if isinstance(value, bytes):
         return "Value"
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 400:
+        return f"Value of {len(str(abs(value)))} digits"
     text = str(value)
     if len(text) > _MAX_SHOWN:
         text = text[:_MAX_SHOWN] + "..."
-    return f"Value '{text}'"
+    return f"Value '{safe_text(text)}'"
 
 
 class _Validator:
@@ -92,7 +95,7 @@ class _Validator:
 
     def fail(self, value: Any, path: str, constraint: str, sensitive: bool) -> None:
         self.errors.append(
-            f"{_show(value, sensitive)} at '{path}' failed to satisfy constraint: Member must {constraint}"
+            f"{_show(value, sensitive)} at '{safe_text(path)}' failed to satisfy constraint: Member must {constraint}"
         )
 
     def check(self, shape: Shape, value: Any, path: str, sensitive: bool) -> None:
@@ -171,7 +174,7 @@ class _Validator:
         for name, item in value.items():
             member = members.get(name)
             if member is None:
-                self.errors.append(f"Unknown parameter '{_join(path, name)}'")
+                self.errors.append(f"Unknown parameter '{safe_text(_join(path, name))}'")
             elif item is not None:
                 self.check(member, item, _join(path, name), sensitive)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from openhi.core.records import ImageSet, ImageSetVersion
-from openhi.handlers.convert import dt
+from openhi.handlers.convert import VersionIds, dt
 from openhi.handlers.registry import handles
 
 if TYPE_CHECKING:
@@ -36,7 +36,10 @@ def _version_properties(v: ImageSetVersion) -> dict[str, Any]:
 
 @handles("GetImageSet")
 def get_image_set(svc: Services, p: dict[str, Any]) -> dict[str, Any]:
-    view = svc.reads.get_image_set(p["datastoreId"], p["imageSetId"], p.get("versionId"))
+    versions = VersionIds()
+    version_id = versions.text("versionId", p.get("versionId"))
+    with versions.explained():
+        view = svc.reads.get_image_set(p["datastoreId"], p["imageSetId"], version_id)
     return {
         "datastoreId": view.datastore_id,
         "imageSetId": view.image_set_id,
@@ -65,7 +68,10 @@ def list_image_set_versions(svc: Services, p: dict[str, Any]) -> dict[str, Any]:
 
 @handles("GetImageSetMetadata")
 def get_image_set_metadata(svc: Services, p: dict[str, Any]) -> dict[str, Any]:
-    blob = svc.reads.metadata(p["datastoreId"], p["imageSetId"], p.get("versionId"))
+    versions = VersionIds()
+    version_id = versions.text("versionId", p.get("versionId"))
+    with versions.explained():
+        blob = svc.reads.metadata(p["datastoreId"], p["imageSetId"], version_id)
     return {"imageSetMetadataBlob": blob, "contentType": "application/json", "contentEncoding": "gzip"}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from openhi.handlers.convert import dt
+from openhi.handlers.convert import VersionIds, dt
 from openhi.handlers.registry import handles
 
 if TYPE_CHECKING:
@@ -15,17 +15,20 @@ if TYPE_CHECKING:
 def update_image_set_metadata(svc: Services, p: dict[str, Any]) -> dict[str, Any]:
     updates = p["updateImageSetMetadataUpdates"]
     dicom = updates.get("DICOMUpdates") or {}
-    revert = updates.get("revertToVersionId")
-    row = svc.writes.update(
-        p["datastoreId"],
-        p["imageSetId"],
-        latest_version=int(p["latestVersionId"]),
-        force=bool(p.get("force")),
-        include_study=bool(p.get("includeStudyImageSets")),
-        updatable=dicom.get("updatableAttributes"),
-        removable=dicom.get("removableAttributes"),
-        revert_to=None if revert is None else int(revert),
-    )
+    versions = VersionIds()
+    latest = versions.number("latestVersionId", p["latestVersionId"])
+    revert_to = versions.optional("revertToVersionId", updates.get("revertToVersionId"))
+    with versions.explained():
+        row = svc.writes.update(
+            p["datastoreId"],
+            p["imageSetId"],
+            latest_version=latest,
+            force=bool(p.get("force")),
+            include_study=bool(p.get("includeStudyImageSets")),
+            updatable=dicom.get("updatableAttributes"),
+            removable=dicom.get("removableAttributes"),
+            revert_to=revert_to,
+        )
     return {
         "datastoreId": row.datastore_id,
         "imageSetId": row.image_set_id,
@@ -43,16 +46,22 @@ def copy_image_set(svc: Services, p: dict[str, Any]) -> dict[str, Any]:
     source = info["sourceImageSet"]
     dest = info.get("destinationImageSet")
     ds = p["datastoreId"]
-    started = svc.writes.copy(
-        ds,
-        p["sourceImageSetId"],
-        source_latest=int(source["latestVersionId"]),
-        copiable=(source.get("DICOMCopies") or {}).get("copiableAttributes"),
-        destination_id=dest["imageSetId"] if dest else None,
-        destination_latest=int(dest["latestVersionId"]) if dest else None,
-        force=bool(p.get("force")),
-        promote=bool(p.get("promoteToPrimary")),
+    versions = VersionIds()
+    source_latest = versions.number("sourceImageSet.latestVersionId", source["latestVersionId"])
+    dest_latest = (
+        versions.number("destinationImageSet.latestVersionId", dest["latestVersionId"]) if dest else None
     )
+    with versions.explained():
+        started = svc.writes.copy(
+            ds,
+            p["sourceImageSetId"],
+            source_latest=source_latest,
+            copiable=(source.get("DICOMCopies") or {}).get("copiableAttributes"),
+            destination_id=dest["imageSetId"] if dest else None,
+            destination_latest=dest_latest,
+            force=bool(p.get("force")),
+            promote=bool(p.get("promoteToPrimary")),
+        )
     src, row = started.source, started.destination
     return {
         "datastoreId": ds,
