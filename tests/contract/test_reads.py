@@ -179,7 +179,7 @@ def test_metadata_is_the_stored_gzip_document(ct: Imported) -> None:
     assert stored == raw  # the stored bytes, served as is
     doc = json.loads(gzip.decompress(raw))
     assert doc["DatastoreID"] == ct.ds and doc["ImageSetID"] == ct.set_id
-    assert doc["Patient"]["DICOM"]["PatientID"].rstrip() == "READS"
+    assert doc["Patient"]["DICOM"]["PatientID"] == "READS"
     assert set(_instances(doc)) <= set(ct.sources) and len(_instances(doc)) == 3
 
 

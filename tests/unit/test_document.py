@@ -75,8 +75,8 @@ def test_value_encodings_follow_example_conventions() -> None:
     assert isinstance(dicom["PixelSpacing"], list) and all(isinstance(v, str) for v in dicom["PixelSpacing"])
     assert dicom["AccessionNumber"] is None  # empty → null
     assert dicom["PixelData"] is None
-    assert dicom["PatientName"] == "CompressedSamples^CT1 "  # PN flat string, padding kept
-    assert dicom["ImplementationVersionName"] == "DCTOOL100 "
+    assert dicom["PatientName"] == "CompressedSamples^CT1"  # PN flat string, padding removed
+    assert dicom["ImplementationVersionName"] == "DCTOOL100"
     assert dicom["00090010"] == "GEMS_IDEN_01" and vrs["00090010"] == "LO"  # private: hex key + DICOMVRs
     assert all(len(k) == 8 and k == k.upper() for k in vrs)
     assert "Rows" not in vrs
@@ -86,7 +86,7 @@ def test_value_encodings_follow_example_conventions() -> None:
 def test_implicit_private_tags_are_un_base64() -> None:
     dicom, vrs = dataset_to_json(_testfile("priv_SQ.dcm"))
     assert vrs == {"3F030010": "LO", "3F031001": "UN"}
-    assert dicom["3F030010"] == "aaabbbccc MEDICAL SYSTEMS "
+    assert dicom["3F030010"] == "aaabbbccc MEDICAL SYSTEMS"  # private creator (LO): padding removed
     assert isinstance(base64.b64decode(dicom["3F031001"]), bytes)
 
 
@@ -184,7 +184,7 @@ def test_merge_replaces_same_sop_and_keeps_input_unchanged() -> None:
     assert json.dumps(doc, sort_keys=True) == snapshot
     instances = merged["Study"]["Series"][again.series_uid]["Instances"]
     assert len(instances) == 2 and instances[again.sop_uid] is again.instance
-    assert merged["Study"]["DICOM"]["StudyDescription"] == "NEW "  # raw value, DICOM padding kept
+    assert merged["Study"]["DICOM"]["StudyDescription"] == "NEW"  # odd length: the pad is removed
     assert again.frames[0].frame_id in frame_ids(merged)
     assert first[0].frames[0].frame_id not in frame_ids(merged)
 

@@ -17,6 +17,7 @@ from openhi.core.pagination import Paginator
 from openhi.core.records import ImageSet, ImageSetVersion
 from openhi.core.search import parse_criteria, query_fingerprint, sort_echo, study_datetime_key
 from openhi.core.touches import TouchBuffer
+from openhi.dicom.document import current_body
 from openhi.ports.blobs import BlobNotFound
 
 MAX_PAGE = 50
@@ -186,7 +187,8 @@ class ImageSetReader:
 
     # -- GetImageSetMetadata
     def metadata(self, datastore_id: str, image_set_id: str, version_id: str | None = None) -> bytes:
-        """The stored gzip JSON document, byte for byte (never decompressed here). Counts as a touch.
+        """The stored gzip JSON document, byte for byte (not decompressed), unless it was written by an
+        earlier version with padded text values: then the normalised document. Counts as a touch.
 
         Raises:
             NotFoundError: unknown datastore, image set or version; the set was deleted.
@@ -206,7 +208,7 @@ class ImageSetReader:
         except BlobNotFound:
             raise NotFoundError(f"The metadata of image set {image_set_id} is no longer stored.") from None
         self.touches.touch(datastore_id, image_set_id)
-        return data
+        return current_body(data)  # a header check; only documents of earlier versions are re-encoded
 
     # -- GetImageFrame
     @property

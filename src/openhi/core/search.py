@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from openhi.core.errors import ValidationError
+from openhi.dicom.text_values import normalise_text
 from openhi.ports.index import SearchFilter, SearchQuery
 
 #: SearchByAttributeValue member -> index column
@@ -33,6 +34,14 @@ DEFAULT_SORT = {"sortField": "updatedAt", "sortOrder": "DESC"}
 RANGE_ATTRIBUTES = ("createdAt", "updatedAt", "DICOMStudyDateAndTime")
 _TIMESTAMPS = ("createdAt", "updatedAt")
 _UIDS = ("DICOMStudyInstanceUID", "DICOMSeriesInstanceUID")
+#: the DICOM VR of each string attribute (PatientID, AccessionNumber, StudyID, the two UIDs)
+_ATTRIBUTE_VRS = {
+    "DICOMPatientId": "LO",
+    "DICOMAccessionNumber": "SH",
+    "DICOMStudyId": "SH",
+    "DICOMStudyInstanceUID": "UI",
+    "DICOMSeriesInstanceUID": "UI",
+}
 
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*", re.ASCII)
 _DA = re.compile(r"[0-9]{8}", re.ASCII)
@@ -128,7 +137,8 @@ def _normalise(attribute: str, raw: Any) -> Any:
             f"Invalid {attribute} {raw!r}: a DICOM UID is digits separated by single periods, "
             "without a leading or trailing period."
         )
-    return raw
+    # the document's (and the index's) form of the value: trailing padding is not part of it
+    return normalise_text(_ATTRIBUTE_VRS[attribute], raw)
 
 
 def _filter(index: int, spec: Any) -> tuple[str, SearchFilter]:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import struct
+import zlib
 from typing import Any
 
 from openhi.dicom.instance import ProcessedInstance
+from openhi.dicom.text_values import normalise_document, normalise_value
 
 SCHEMA_VERSION = "1.1"
 CONFLICT_KEYWORDS = (
@@ -18,6 +21,13 @@ CONFLICT_KEYWORDS = (
     "StudyInstanceUID",
     "SeriesInstanceUID",
     "SeriesNumber",
+)
+#: The gzip header of a document written with unpadded text values: RFC 1952 header with an extra
+#: field (FLG.FEXTRA) holding one subfield "OH" whose data is the document format number (2). Documents
+#: of earlier versions (plain header, padded text) lack it and are normalised when read.
+DOCUMENT_FORMAT = 2
+GZIP_HEADER = (
+    b"\x1f\x8b\x08\x04\x00\x00\x00\x00\x00\x03" + b"\x05\x00" + b"OH\x01\x00" + bytes([DOCUMENT_FORMAT])
 )
 _SEARCH_STRINGS = (
     ("DICOMPatientId", "Patient", "PatientID"),
@@ -104,15 +114,29 @@ def merge_instances(doc: dict[str, Any], processed: list[ProcessedInstance]) -> 
 
 
 def encode_document(doc: dict[str, Any]) -> bytes:
-    """Gzip (level 6, mtime 0) of the compact JSON: the GetImageSetMetadata body."""
+    """Gzip (level 6, mtime 0, header :data:`GZIP_HEADER`) of the compact JSON: the GetImageSetMetadata body.
+
+    ``doc``'s text values must already be normalised (``text_values``): this only serialises.
+    """
     raw = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    return gzip.compress(raw, compresslevel=6, mtime=0)
+    trailer = struct.pack("<LL", zlib.crc32(raw), len(raw) & 0xFFFFFFFF)
+    return b"".join((GZIP_HEADER, zlib.compress(raw, level=6, wbits=-15), trailer))
+
+
+def is_current(gz: bytes) -> bool:
+    """Whether a stored document was written in the current format (a header check, nothing decompressed)."""
+    return gz[: len(GZIP_HEADER)] == GZIP_HEADER
 
 
 def decode_document(gz: bytes) -> dict[str, Any]:
-    """Inverse of ``encode_document``."""
+    """Inverse of ``encode_document``; a document of an earlier version comes back normalised."""
     doc: dict[str, Any] = json.loads(gzip.decompress(gz))
-    return doc
+    return doc if is_current(gz) else normalise_document(doc)
+
+
+def current_body(gz: bytes) -> bytes:
+    """The GetImageSetMetadata body for a stored document: itself when current, else re-encoded normalised."""
+    return gz if is_current(gz) else encode_document(decode_document(gz))
 
 
 def iter_instances(doc: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
@@ -138,8 +162,18 @@ def _clean(value: Any) -> str | None:
     return value or None
 
 
+def search_string(keyword: str, value: Any) -> str | None:
+    """The ``DICOMTags`` (and search index) string of a document value: the value itself, as the
+    document holds it (padding removed per VR); several values joined by backslashes; empty: ``None``."""
+    value = normalise_value(keyword, value)
+    if isinstance(value, list):
+        value = "\\".join(str(v) for v in value)
+    return value if isinstance(value, str) and value else None
+
+
 def search_tags(doc: dict[str, Any]) -> dict[str, Any]:
-    """The SearchImageSets ``DICOMTags`` of an image set (absent/empty values omitted)."""
+    """The SearchImageSets ``DICOMTags`` of an image set (absent/empty values omitted): the document's
+    values, so that a summary, a search filter and GetImageSetMetadata show the same string."""
     series_map = doc["Study"]["Series"]
     first_series: dict[str, Any] = next(iter(series_map.values()), {"DICOM": {}})
     levels = {
@@ -149,7 +183,7 @@ def search_tags(doc: dict[str, Any]) -> dict[str, Any]:
     }
     tags: dict[str, Any] = {}
     for name, level, keyword in _SEARCH_STRINGS:
-        value = _clean(levels[level].get(keyword))
+        value = search_string(keyword, levels[level].get(keyword))
         if value is not None:
             tags[name] = value
     number = _clean(first_series["DICOM"].get("SeriesNumber"))

@@ -1,4 +1,4 @@
-"""DICOM element ⇄ HealthImaging metadata JSON value encoding (§2.4), raw strings preserved as in the file."""
+"""DICOM element ⇄ HealthImaging metadata JSON value encoding (§2.4): text without padding, IS/DS as read."""
 
 from __future__ import annotations
 
@@ -27,16 +27,15 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 from pydicom.valuerep import validate_value
 
+from openhi.dicom.text_values import SINGLE_VALUED, TEXT_VRS, normalise_text, text_json
+
 PIXEL_DATA = 0x7FE00010
 _BULK_PIXELS = frozenset({PIXEL_DATA, 0x7FE00008, 0x7FE00009})  # (Float/DoubleFloat)PixelData too
 #: Pixel Data VRs read from the file (not implicit "OB or OW", which pydicom resolves on conversion).
 _EXPLICIT_PIXEL_VRS = frozenset({"OB", "OW"})
 
-TEXT_VRS = frozenset(
-    {"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT", "IS", "DS"}
-)
 _CHARSET_VRS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})
-_SINGLE_VALUED = frozenset({"LT", "ST", "UT", "UR"})
+_SINGLE_VALUED = SINGLE_VALUED
 INT_VRS = frozenset({"US", "SS", "UL", "SL", "SV", "UV"})
 FLOAT_VRS = frozenset({"FL", "FD"})
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
@@ -117,15 +116,7 @@ def _text_json(raw: bytes, vr: str, encodings: Encodings, multiple: bool) -> Any
         text = decode_bytes(raw, encodings, {0x5C, 0x3D, 0x5E} if vr == "PN" else {0x5C})
     else:
         text = raw.decode("latin-1")
-    text = text.rstrip("\x00")
-    if not text:
-        return None
-    if vr in _SINGLE_VALUED:
-        return text
-    values = text.split("\\")
-    if len(values) > 1 or multiple:
-        return values
-    return values[0]
+    return text_json(text, vr, multiple)
 
 
 def _binary_json(value: bytes, vr: str, little_endian: bool) -> str:
@@ -155,7 +146,9 @@ def _converted_json(elem: DataElement, encodings: Encodings, vrs: VRMap | None, 
     if not values:
         return None
     if vr in TEXT_VRS:
-        out: list[Any] = [_scalar_text(v) for v in values]
+        out: list[Any] = [normalise_text(vr, _scalar_text(v)) for v in values]
+        if len(out) == 1 and not out[0].strip(" "):
+            return None
     elif vr == "AT":
         out = [f"{int(v):08X}" for v in values]
     elif vr in INT_VRS:
@@ -172,7 +165,7 @@ def element_to_json(
     encodings: Encodings | None = None,
     vrs: VRMap | None = None,
 ) -> Any:
-    """Return the §2.4 JSON value of one element (``RawDataElement`` keeps the file's string padding).
+    """Return the §2.4 JSON value of one element (text per ``text_values``: padding removed, IS/DS as read).
 
     ``encodings`` are the Python codecs of the governing Specific Character Set (default ASCII);
     ``vrs`` collects the VRs of private/unknown tags met inside sequences.
@@ -243,7 +236,7 @@ _NOT_RAW = object()
 def _raw_json(tag: int, raw: RawDataElement, encodings: Encodings) -> Any:
     """The JSON value straight from a raw element's bytes, or ``_NOT_RAW`` when pydicom must convert it.
 
-    Text keeps the file's padding; numeric VRs are unpacked here (same values as pydicom's); other
+    Text goes through ``text_values.text_json`` (IS/DS keep the file's string); numeric VRs are unpacked here (same values as pydicom's); other
     VRs (sequences, AT, binary of public tags, ambiguous VRs of implicit files) go through pydicom.
     """
     value = raw.value
