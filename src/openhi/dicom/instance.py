@@ -22,6 +22,7 @@ from openhi.codec.j2k import (
     encode_j2k_lossless,
 )
 from openhi.core.ids import new_id
+from openhi.dicom import strict
 from openhi.dicom.frames import (
     PixelDataError,
     PixelInfo,
@@ -34,13 +35,7 @@ from openhi.dicom.frames import (
 from openhi.dicom.json_dataset import MetadataFileError, MetadataOverride, apply_overrides
 from openhi.dicom.json_values import iter_dataset_json
 from openhi.dicom.levels import level_of
-from openhi.dicom.strict import (
-    MAX_INSTANCE_METADATA_BYTES,
-    UnfitFile,
-    check_elements,
-    check_inflation,
-    tags_text,
-)
+from openhi.dicom.strict import UnfitFile, check_elements, check_inflation, tags_text
 
 REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 #: §7.2 "DICOM element constraints during import" (characters, trailing padding ignored).
@@ -297,10 +292,10 @@ def _process(
         raise _reject(f"Input file is not a valid DICOM Part 10 file: {exc}") from exc
     _check_constraints(flat)
     metadata_bytes = len(json.dumps([levels, vrs], separators=(",", ":"), ensure_ascii=False).encode())
-    if metadata_bytes > MAX_INSTANCE_METADATA_BYTES:
+    if metadata_bytes > strict.MAX_INSTANCE_METADATA_BYTES:
         raise _reject(
             f"The instance's metadata is {metadata_bytes} bytes as JSON, over the maximum of "
-            f"{MAX_INSTANCE_METADATA_BYTES} bytes per instance"
+            f"{strict.MAX_INSTANCE_METADATA_BYTES} bytes per instance"
         )
 
     binary_seg = str(uids["SOPClassUID"]) == SEGMENTATION_STORAGE and ds.get("BitsAllocated") == 1
@@ -316,7 +311,8 @@ def _process(
         warnings.append(
             _warning(
                 ELEMENTS_DISCARDED,
-                f"Binary values over 1 MB are not stored in the metadata: {tags_text(dropped)}",
+                f"Binary values over {strict.MAX_INLINE_BINARY_BYTES} bytes are not stored in the "
+                f"metadata: {tags_text(dropped)}",
             )
         )
     checksum_type = DECOMPRESSED

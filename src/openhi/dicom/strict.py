@@ -69,11 +69,13 @@ def _meta_elements(data: bytes) -> Iterator[tuple[int, bytes, int]]:
         offset = end
 
 
-def check_inflation(data: bytes, limit: int = MAX_INFLATED_BYTES) -> None:
-    """For a deflated file, inflate at most ``limit`` + 1 bytes: raise when it expands beyond ``limit``.
+def check_inflation(data: bytes, limit: int | None = None) -> None:
+    """For a deflated file, inflate at most ``limit`` + 1 bytes: raise when it expands beyond ``limit``
+    (default :data:`MAX_INFLATED_BYTES`).
 
     Other files (and files too malformed to find the transfer syntax in) pass: the parser judges them.
     """
+    limit = MAX_INFLATED_BYTES if limit is None else limit
     if data[128:132] != b"DICM":
         return
     syntax, end = b"", 0
@@ -108,16 +110,18 @@ def _vr_of(tag: int, raw: RawDataElement) -> str:
 def check_elements(
     ds: Dataset,
     *,
-    max_element: int = MAX_ELEMENT_BYTES,
-    max_inline_binary: int = MAX_INLINE_BINARY_BYTES,
+    max_element: int | None = None,
+    max_inline_binary: int | None = None,
 ) -> list[int]:
     """Require every element of ``ds`` (sequence items too) to fit the file and the size limits.
 
-    Returns the tags of binary elements over ``max_inline_binary`` bytes, removed from ``ds``
-    (they are not inlined in the metadata). Raises :class:`UnfitFile` naming the first element whose
+    Returns the tags of binary elements over ``max_inline_binary`` bytes (default
+    :data:`MAX_INLINE_BINARY_BYTES`), removed from ``ds``: they are not inlined in the metadata. Raises :class:`UnfitFile` naming the first element whose
     declared length runs past the end of the file (or of its sequence item), or a non-binary
-    element longer than ``max_element`` bytes.
+    element longer than ``max_element`` bytes (default :data:`MAX_ELEMENT_BYTES`).
     """
+    max_element = MAX_ELEMENT_BYTES if max_element is None else max_element
+    max_inline_binary = MAX_INLINE_BINARY_BYTES if max_inline_binary is None else max_inline_binary
     dropped: list[int] = []
     meta = getattr(ds, "file_meta", None)
     if meta is not None:
@@ -136,7 +140,7 @@ def _walk(ds: Dataset, max_element: int, max_binary: int, dropped: list[int], wh
             declared = int(item.length)
             if declared != UNDEFINED and size < declared:
                 raise UnfitFile(
-                    f"element {tag_text(tag)}{where} declares {declared} bytes but only {size} remain in the file"
+                    f"element {tag_text(tag)}{where} declares {declared} bytes but only {size} follow it in the file"
                 )
             vr = _vr_of(tag, item)
         else:
