@@ -240,6 +240,86 @@ def test_bad_files_next_to_good_ones(medical_imaging: Any, openhi_server: Runnin
     assert sum(len(s["Instances"]) for s in doc["Study"]["Series"].values()) == 2
 
 
+def test_duplicate_sop_instances_in_one_job(medical_imaging: Any, openhi_server: RunningServer) -> None:
+    """The first file of a SOP Instance UID in key order is imported; an identical later file is a success
+    with a WARNING (stored once), a different one a FAILURE naming the first; the counts are true."""
+    from dicom_factory import make_instance, uid
+
+    ds_id = active_datastore(medical_imaging, "dupes")
+    study, series, sop = uid("dup-study", 1), uid("dup-series", 1), uid("dup-sop", 1)
+    ids = {"study_uid": study, "series_uid": series}
+    first = make_instance(sop_uid=sop, seed=1, InstanceNumber="1", **ids)
+    different = make_instance(sop_uid=sop, seed=2, InstanceNumber="2", **ids)
+    other = make_instance(sop_uid=uid("dup-sop", 2), seed=3, InstanceNumber="3", **ids)
+    files = {"a.dcm": first, "b.dcm": first, "c.dcm": different, "d.dcm": other}
+    result = run_import(medical_imaging, openhi_server, ds_id, files)
+    assert result["job"]["jobStatus"] == "COMPLETED"
+    prefix = result["job"]["inputS3Uri"].split("/", 3)[3]
+    manifest = result["manifest"]
+    assert manifest["numberOfScannedFiles"] == 4
+    assert manifest["numberOfImportedFiles"] == 3  # a, b (the same bytes as a) and d
+    assert manifest["numberOfFilesWithCustomerError"] == 1
+    [summary] = manifest["imageSetsSummary"]
+    assert summary["numberOfMatchedSOPInstances"] == 2  # two distinct instances
+    assert sorted(s["inputFile"][len(prefix) :] for s in result["success"]) == ["a.dcm", "b.dcm", "d.dcm"]
+    [failure] = result["failure"]
+    assert failure["inputFile"] == prefix + "c.dcm"
+    assert failure["exception"]["exceptionType"] == "ValidationException"
+    assert f"Duplicate SOPInstanceUID {sop} of {prefix}a.dcm" in failure["exception"]["message"]
+    [warning] = result["warning"]
+    assert warning["inputFile"] == prefix + "b.dcm"
+    assert warning["importResponse"]["imageSetId"] == summary["imageSetId"]
+    assert warning["importResponse"]["warnings"][0]["type"] == "IDENTICAL_DUPLICATE"
+    doc = metadata(medical_imaging, ds_id, summary["imageSetId"])
+    instances = doc["Study"]["Series"][series]["Instances"]
+    assert sorted(instances) == sorted([sop, uid("dup-sop", 2)])
+    assert (
+        instances[sop]["DICOM"]["InstanceNumber"].strip() == "1"
+    )  # the first file's content (IS keeps its pad)
+
+
+def test_hostile_files_fail_by_element_and_leave_no_image_set(
+    medical_imaging: Any, openhi_server: RunningServer
+) -> None:
+    from dicom_factory import uid
+    from hostile_files import deflated_with_private_binary, overrunning_private
+
+    ds_id = active_datastore(medical_imaging, "hostile")
+    hostile_study = uid("hostile-study", 1)
+    files = {
+        "overrun.dcm": overrunning_private(study_uid=hostile_study, series_uid=uid("hostile-series", 1)),
+        "bomb.dcm": deflated_with_private_binary(32 * 1024 * 1024, seed=5),
+        "good.dcm": make_ct_series(1, seed=71)[0],
+    }
+    assert len(files["bomb.dcm"]) < 64 * 1024
+    result = run_import(medical_imaging, openhi_server, ds_id, files)
+    assert result["job"]["jobStatus"] == "COMPLETED"
+    prefix = result["job"]["inputS3Uri"].split("/", 3)[3]
+    [failure] = result["failure"]
+    assert failure["inputFile"] == prefix + "overrun.dcm"
+    assert "(0029,1010) declares 4294967280 bytes" in failure["exception"]["message"]
+    assert result["manifest"]["numberOfImportedFiles"] == 2
+    found = medical_imaging.search_image_sets(
+        datastoreId=ds_id,
+        searchCriteria={
+            "filters": [{"values": [{"DICOMStudyInstanceUID": hostile_study}], "operator": "EQUAL"}]
+        },
+    )["imageSetsMetadataSummaries"]
+    assert found == []  # nothing half-written for the refused file
+    [warning] = result["warning"]
+    assert warning["inputFile"] == prefix + "bomb.dcm"
+    [entry] = warning["importResponse"]["warnings"]
+    assert entry["type"] == "ELEMENTS_DISCARDED" and "(0029,1010)" in entry["message"]
+    raw = medical_imaging.get_image_set_metadata(
+        datastoreId=ds_id, imageSetId=warning["importResponse"]["imageSetId"]
+    )["imageSetMetadataBlob"].read()
+    assert len(raw) < 16 * 1024  # the 32 MiB value is not inlined (it was a 44.8 MB document)
+    doc = metadata(medical_imaging, ds_id, warning["importResponse"]["imageSetId"])
+    [node] = [i for s in doc["Study"]["Series"].values() for i in s["Instances"].values()]
+    assert "00291010" not in node["DICOM"] and node["DICOM"]["00290010"] == "HOSTILE"
+    assert len(node["ImageFrames"]) == 1
+
+
 def test_grouping_primary_merge_and_conflicts(medical_imaging: Any, openhi_server: RunningServer) -> None:
     ds_id = active_datastore(medical_imaging, "grouping")
     series = make_ct_series(

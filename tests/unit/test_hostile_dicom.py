@@ -19,28 +19,13 @@ from openhi.dicom.instance import InstanceRejected, ProcessedInstance, process_i
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import dicom_factory as factory
-
-PIXEL_TAG = b"\xe0\x7f\x10\x00"
-_LONG = (b"OB", b"OW", b"SQ", b"UN", b"UT")
-
-
-def element(group: int, elem: int, vr: bytes, value: bytes, length: int | None = None) -> bytes:
-    """One explicit VR little endian element; ``length`` overrides the declared length."""
-    declared = len(value) if length is None else length
-    if vr in _LONG:
-        return struct.pack("<HH", group, elem) + vr + b"\0\0" + struct.pack("<I", declared) + value
-    return struct.pack("<HH", group, elem) + vr + struct.pack("<H", declared) + value
-
-
-def before_pixels(extra: bytes, **kwargs: object) -> bytes:
-    """A valid 64 × 64 explicit VR LE file with ``extra`` bytes inserted just before its Pixel Data."""
-    data = factory.make_instance(rows=64, cols=64, **kwargs)  # type: ignore[arg-type]
-    pos = data.rindex(PIXEL_TAG)
-    return data[:pos] + extra + data[pos:]
-
-
-def private_block(*elements: bytes) -> bytes:
-    return element(0x0029, 0x0010, b"LO", b"HOSTILE ") + b"".join(elements)
+from hostile_files import (
+    before_pixels,
+    deflated_with_private_binary,
+    element,
+    overrunning_private,
+    private_block,
+)
 
 
 def rejected(data: bytes) -> str:
@@ -52,7 +37,7 @@ def rejected(data: bytes) -> str:
 
 def test_an_element_running_past_the_end_of_the_file_is_refused_by_tag() -> None:
     """(0029,1010) declares 0xFFFFFFF0 bytes with 8 KB left: a lenient reader swallows the pixel data."""
-    hostile = before_pixels(private_block(element(0x0029, 0x1010, b"OB", b"", length=0xFFFFFFF0)))
+    hostile = overrunning_private()
     ds = pydicom.dcmread(BytesIO(hostile))  # pydicom reads it "fine": the pixel data is gone
     assert "PixelData" not in ds
     message = rejected(hostile)
@@ -79,19 +64,8 @@ def test_the_truncated_pixel_data_is_named() -> None:
     assert "(7FE0,0010) PixelData declares" in rejected(factory.truncated_file())
 
 
-def _deflated_with_private_binary(size: int) -> bytes:
-    """A deflated file carrying ``size`` zero bytes in a private OB: tiny on disk, large inflated."""
-    ds = pydicom.dcmread(BytesIO(factory.make_instance(rows=16, cols=16)))
-    ds.add_new(0x00290010, "LO", "HOSTILE")
-    ds.add_new(0x00291010, "OB", bytes(size))
-    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
-    out = BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
-
-
 def test_a_deflate_bomb_is_refused_before_it_is_inflated(monkeypatch: pytest.MonkeyPatch) -> None:
-    bomb = _deflated_with_private_binary(8 * strict.MB)
+    bomb = deflated_with_private_binary(8 * strict.MB)
     assert len(bomb) < 64 * 1024
     monkeypatch.setattr(strict, "MAX_INFLATED_BYTES", 4 * strict.MB)
     message = rejected(bomb)
@@ -103,7 +77,7 @@ def test_a_deflate_bomb_is_refused_before_it_is_inflated(monkeypatch: pytest.Mon
 
 def test_a_large_binary_is_not_inlined_and_is_reported() -> None:
     """The 41 KB file expanding to 32 MiB: imported, but the 32 MiB value is not in the metadata."""
-    data = _deflated_with_private_binary(32 * strict.MB)
+    data = deflated_with_private_binary(32 * strict.MB)
     assert len(data) < 64 * 1024
     p = process_instance(data)
     assert isinstance(p, ProcessedInstance)
