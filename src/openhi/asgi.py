@@ -1,31 +1,36 @@
-"""The ASGI application: AWS wire layer → handler (in a worker thread) → serialized response."""
+"""The ASGI application: route → body → authentication → authorization → handler → serialized response.
+
+Every request that matches a route of the table (:mod:`openhi.auth.routes`) other than the open probes
+is authenticated (SigV4) and authorized (the key's policy, when it has one) before its handler runs; a
+request that matches no route is authenticated before it gets its 404. Whatever goes wrong on the way,
+the client gets a modeled JSON error with ``x-amzn-ErrorType`` and every response has its
+``x-amzn-RequestId``.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 import anyio.to_thread
 
-from openhi.awsapi.parser import parse_request
-from openhi.awsapi.router import RouteNotFound, Router
-from openhi.awsapi.serializer import (
-    WireResponse,
-    serialize_error,
-    serialize_not_implemented,
-    serialize_output,
-    serialize_route_not_found,
-)
+from openhi.auth.principals import Authorizer
+from openhi.auth.routes import Body, Request, Route, RouteTable
+from openhi.awsapi.operations import api_routes
+from openhi.awsapi.router import RouteNotFound
+from openhi.awsapi.serializer import WireResponse, serialize_error, serialize_route_not_found
 from openhi.awsapi.service import load_service_model
 from openhi.awsapi.sigv4 import SigV4Verifier
-from openhi.awsapi.validate import validate_params
-from openhi.core.errors import OpenHIError, ValidationError
+from openhi.core.errors import AccessDeniedError, OpenHIError, ValidationError
 from openhi.core.file_body import FileBody
-from openhi.handlers.registry import load_all, load_extra_routes
+from openhi.handlers.extra import ROUTES as OPENHI_ROUTES
+from openhi.handlers.loader import load_all
 from openhi.services import Services
 
 Scope = MutableMapping[str, Any]
@@ -34,21 +39,64 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger("openhi.asgi")
-MAX_BODY_BYTES = 1024 * 1024
 #: the ASGI zero-copy send extension (offered by openhi.zerocopy's uvicorn protocol)
 ZEROCOPY = "http.response.zerocopysend"
+_JSON = [("content-type", "application/json")]
+#: sent when even a modeled error cannot be serialized: fixed, pre-encoded, cannot fail
+_LAST_RESORT_HEADERS = [
+    (b"x-amzn-errortype", b"InternalServerException"),
+    (b"content-type", b"application/json"),
+]
+_LAST_RESORT_BODY = b'{"message":"An unexpected error occurred; see the server log."}'
+
+
+class PayloadTooLarge(ValidationError):
+    """A request body over its route's limit (413, modeled as ValidationException)."""
+
+    status = 413
+
+
+def probe_routes() -> list[Route]:
+    """The open routes: ``/healthz`` (the process answers) and ``/readyz`` (… and its index and codecs)."""
+    return [
+        Route("GET", "/healthz", None, _healthz, open=True, name="healthz"),
+        Route("GET", "/readyz", None, _readyz, open=True, name="readyz"),
+    ]
+
+
+def build_routes() -> RouteTable:
+    """Every route of the app: the probes, the API operations, and openhi's own routes."""
+    return RouteTable([*probe_routes(), *api_routes(load_service_model(), load_all()), *OPENHI_ROUTES])
+
+
+def _healthz(services: Services, request: Request) -> WireResponse:
+    return WireResponse(200, list(_JSON), b'{"status":"ok"}')
+
+
+def _readyz(services: Services, request: Request) -> WireResponse:
+    from openhi.codec.decoders import decoder_status
+
+    codecs = decoder_status()
+    if services.ready():
+        return WireResponse(200, list(_JSON), json.dumps({"status": "ready", "codecs": codecs}).encode())
+    body = {"status": "unavailable", "message": "the metadata index does not answer", "codecs": codecs}
+    return WireResponse(503, list(_JSON), json.dumps(body).encode())
 
 
 class OpenHIApp:
-    """One app for the AWS API plus a few openhi routes (``/healthz``, ``/openhi/...``)."""
+    """One app for every route: the AWS API, ``/openhi/...`` and the probes."""
 
-    def __init__(self, services: Services, verifier: SigV4Verifier) -> None:
+    def __init__(
+        self,
+        services: Services,
+        verifier: SigV4Verifier,
+        authorizer: Authorizer | None = None,
+        routes: RouteTable | None = None,
+    ) -> None:
         self.services = services
         self.verifier = verifier
-        self.model = load_service_model()
-        self.router = Router(self.model)
-        self.handlers = load_all()
-        self.extra_routes = load_extra_routes()
+        self.authorizer = authorizer or Authorizer()
+        self.routes = routes or build_routes()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -60,60 +108,70 @@ class OpenHIApp:
         try:
             response = await self._handle(scope, receive)
         except OpenHIError as exc:
-            response = serialize_error(exc.code, exc.message)
+            response = error_response(exc.code, exc.message, getattr(exc, "status", None))
         except Exception:
             log.exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
-            response = serialize_error(
+            response = error_response(
                 "InternalServerException", "An unexpected error occurred; see the server log."
             )
         await self._send(send, response, request_id, scope.get("extensions"))
 
     async def _handle(self, scope: Scope, receive: Receive) -> WireResponse:
         method: str = scope["method"]
-        raw_path = scope.get("raw_path") or scope["path"].encode()
+        raw_path = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
         path = raw_path.decode("latin-1").split("?", 1)[0]
-        body = await _read_body(receive)
-        if path in ("/healthz", "/readyz") or path.startswith("/openhi/"):
-            return await self._extra(path, scope, body)
-        try:
-            op, uri_params = self.router.match(method, path)
-        except RouteNotFound as exc:
-            return serialize_route_not_found(exc)
+        query: bytes = scope.get("query_string", b"")
         headers = [(k.lower(), v) for k, v in scope["headers"]]
-        self.verifier.verify(method, path, scope.get("query_string", b""), headers, body)
-        header_map = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers}
-        params = parse_request(op, uri_params, scope.get("query_string", b""), header_map, body)
-        validate_params(op.input_shape, params)
-        if op.name == "GetImageFrame":  # no model member carries Accept; core.reads negotiates on it
-            params["__accept__"] = header_map.get("accept")
-        handler = self.handlers.get(op.name)
-        if handler is None:
-            return serialize_not_implemented(op.name)
-        if _runs_inline(op.name, self.services):
-            output = handler(self.services, params)
-        else:
-            output = await anyio.to_thread.run_sync(handler, self.services, params)
-        return serialize_output(op, output)
+        try:
+            route, labels = self.routes.match(method, path)
+        except RouteNotFound as exc:  # authenticated first: an unsigned caller learns nothing of the routes
+            body = await _read_body(receive, Body.BUFFERED, None, _MAX_BUFFERED)
+            self.verifier.verify(method, path, query, headers, body.data)
+            return serialize_route_not_found(exc)
+        request = Request(method, path, query, headers, labels)
+        if route.open:
+            return await anyio.to_thread.run_sync(route.handler, self.services, request)
+        if route.body is Body.FILE:  # authenticated before a byte of the body is accepted
+            declared = _declared_sha256(request)
+            request.access_key_id = self.verifier.verify(
+                method, path, query, headers, payload_sha256=declared
+            )
+        body = await _read_body(receive, route.body, self.services.scratch_dir, route.max_body)
+        try:
+            request.body, request.body_file, request.body_size = body.data, body.file, body.size
+            request.body_sha256 = body.sha256
+            if route.body is Body.FILE:
+                if body.sha256 != declared:
+                    raise AccessDeniedError(
+                        "The provided 'x-amz-content-sha256' header does not match what was computed."
+                    )
+            else:
+                request.access_key_id = self.verifier.verify(method, path, query, headers, body.data)
+            route.parse(request)
+            if self.authorizer.restricted(request.access_key_id or ""):
+                await anyio.to_thread.run_sync(self._authorize, route, request)
+            if route.inline is not None and route.inline(self.services, request):
+                response: WireResponse = route.handler(self.services, request)
+            else:
+                response = await anyio.to_thread.run_sync(route.handler, self.services, request)
+        finally:
+            body.close()
+        return response
 
-    async def _extra(self, path: str, scope: Scope, body: bytes) -> WireResponse:
-        if path == "/healthz":  # the process answers
-            return WireResponse(200, [("content-type", "application/json")], b'{"status":"ok"}')
-        if path == "/readyz":  # ... and its index answers: route traffic here
-            if await anyio.to_thread.run_sync(self.services.ready):
-                return WireResponse(200, [("content-type", "application/json")], b'{"status":"ready"}')
-            msg = b'{"status":"unavailable","message":"the metadata index does not answer"}'
-            return WireResponse(503, [("content-type", "application/json")], msg)
-        for prefix, route in self.extra_routes.items():
-            if path.startswith(prefix):
-                query = scope.get("query_string", b"").decode("latin-1")
-                return await anyio.to_thread.run_sync(route, self.services, path, query)
-        msg = json.dumps({"message": f"No openhi route for {path}"}).encode()
-        return WireResponse(404, [("content-type", "application/json")], msg)
+    def _authorize(self, route: Route, request: Request) -> None:
+        assert route.action is not None and request.access_key_id is not None  # not an open route
+        targets = route.resources(self.services, request)
+        self.authorizer.authorize(request.access_key_id, route.action, targets)
 
     async def _send(
         self, send: Send, response: WireResponse, request_id: str, scope_extensions: Any = None
     ) -> None:
-        headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+        try:
+            headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+        except Exception:  # a header value outside latin-1: a bug, and still a modeled answer
+            log.exception("response headers cannot be encoded")
+            response = WireResponse(500, [], _LAST_RESORT_BODY)
+            headers = list(_LAST_RESORT_HEADERS)
         headers.append((b"x-amzn-requestid", request_id.encode()))
         body = response.body
         if isinstance(body, FileBody):
@@ -140,12 +198,38 @@ class OpenHIApp:
                 return
 
 
-def create_app() -> OpenHIApp:
-    """App factory for uvicorn's import string (``openhi serve --workers N``): configuration from the
-    environment the parent process prepared."""
-    from openhi.server import app_from_environment
+def _declared_sha256(request: Request) -> str:
+    """The body hash a streamed upload declares (and signs): required, and a SHA-256 in hex."""
+    value = (request.header("x-amz-content-sha256") or "").strip().lower()
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise AccessDeniedError(
+            "This route needs the SHA-256 of the body in a signed x-amz-content-sha256 header "
+            "(UNSIGNED-PAYLOAD is not accepted)."
+        )
+    return value
 
-    return app_from_environment()
+
+def error_response(code: str, message: str, status: int | None = None) -> WireResponse:
+    """A modeled JSON error; cannot fail (an unencodable message is escaped, then a fixed body is sent)."""
+    for text in (message, _escaped(message)):
+        try:
+            response = serialize_error(code, text)
+            if status is not None:
+                response.status = status
+            for _, value in response.headers:
+                value.encode("latin-1")
+            return response
+        except Exception:
+            continue
+    log.error("a %s error could not be serialized", code[:100].encode("ascii", "replace"))
+    return WireResponse(500, [(k.decode(), v.decode()) for k, v in _LAST_RESORT_HEADERS], _LAST_RESORT_BODY)
+
+
+def _escaped(message: str) -> str:
+    try:
+        return message.encode("utf-8", "backslashreplace").decode("utf-8")
+    except Exception:
+        return "An error occurred; its message could not be encoded."
 
 
 _REQUEST_PREFIX = os.urandom(6).hex()
@@ -182,7 +266,24 @@ def _iterate(body: Iterable[bytes]) -> Iterable[bytes]:
     yield from body
 
 
-async def _read_body(receive: Receive) -> bytes:
+_MAX_BUFFERED = 1024 * 1024
+
+
+class _ReceivedBody:
+    """A request body in memory (``data``) or in an anonymous temporary file (``file``), with its hash."""
+
+    def __init__(self, data: bytes, file: Any, size: int, sha256: str | None) -> None:
+        self.data, self.file, self.size, self.sha256 = data, file, size, sha256
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+async def _read_body(receive: Receive, mode: Body, scratch: Any, limit: int) -> _ReceivedBody:
+    """The whole body, buffered (at most ``limit`` bytes) or streamed to a temporary file and hashed."""
+    if mode is Body.FILE:
+        return await _read_to_file(receive, scratch, limit)
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -191,15 +292,35 @@ async def _read_body(receive: Receive) -> bytes:
             break
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise ValidationError(f"Request body exceeds the limit of {MAX_BODY_BYTES} bytes.")
+        if size > limit:
+            raise ValidationError(f"Request body exceeds the limit of {limit} bytes.")
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
-    return b"".join(chunks)
+    data = b"".join(chunks)
+    return _ReceivedBody(data, None, len(data), None)
 
 
-def _runs_inline(op_name: str, services: Services) -> bool:
-    """GetImageFrame on local storage (SQLite index, file blobs) runs on the event loop: its ~50 µs of work
-    costs less than the hop to a worker thread and back (and the GIL hand-offs that come with it)."""
-    return op_name == "GetImageFrame" and services.reads.frames_inline
+async def _read_to_file(receive: Receive, scratch: Any, limit: int) -> _ReceivedBody:
+    handle = tempfile.TemporaryFile(dir=scratch)  # noqa: SIM115 (closed by _ReceivedBody.close)
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes per object.")
+            digest.update(chunk)
+            handle.write(chunk)
+            if not message.get("more_body", False):
+                break
+        handle.flush()
+        handle.seek(0)
+    except BaseException:
+        handle.close()
+        raise
+    return _ReceivedBody(b"", handle, size, digest.hexdigest())

@@ -14,18 +14,20 @@ from openhi.core.settings import settings_from_env
 
 
 def _config(args: argparse.Namespace, **extra: Any) -> Any:
-    from openhi.server import load_credentials
+    from openhi.server import load_keys
     from openhi.services import ServerConfig
 
     settings = settings_from_env(
         region=getattr(args, "region", None), account_id=getattr(args, "account_id", None)
     )
+    credentials, policies = load_keys(getattr(args, "credentials", None), getattr(args, "policy_file", None))
     return ServerConfig(
         data_dir=Path(args.data_dir),
         index_url=args.index,
         blobs_url=args.blobs,
         s3_endpoint_url=args.s3_endpoint_url,
-        credentials=load_credentials(getattr(args, "credentials", None)),
+        credentials=credentials,
+        policies=policies,
         settings=settings,
         **extra,
     )
@@ -98,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     _backend_flags(serve)
     serve.add_argument(
         "--credentials", default=None, help="JSON {access_key_id: secret} or AWS credentials file"
+    )
+    serve.add_argument(
+        "--policy-file",
+        default=None,
+        help="JSON {principals: [{accessKeyId, secretAccessKey, policy}]}: keys limited by IAM-style policies",
     )
     serve.add_argument("--region", default=None, help="region in ARNs (default us-east-1)")
     serve.add_argument("--account-id", default=None, help="account id in ARNs (default 123456789012)")

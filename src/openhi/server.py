@@ -1,9 +1,10 @@
-"""Running the server: credentials, the loopback rule, uvicorn (one or N processes), import workers."""
+"""Running the server: credentials and policies, start-up checks, uvicorn (one or N processes), import workers."""
 
 from __future__ import annotations
 
 import configparser
 import dataclasses
+import errno
 import ipaddress
 import json
 import logging
@@ -12,11 +13,14 @@ import signal
 import socket
 import threading
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from openhi.asgi import OpenHIApp
+from openhi.auth.policy import PolicyError
+from openhi.auth.principals import Authorizer, read_policy_file
 from openhi.awsapi.sigv4 import SigV4Verifier
 from openhi.core.settings import Settings
 from openhi.listeners import ReusePortSocket, reuse_port_supported
@@ -36,7 +40,10 @@ def load_credentials(path: str | None) -> dict[str, str]:
     """Access key id → secret, from ``--credentials FILE`` (JSON object or AWS credentials INI) or the env."""
     creds: dict[str, str] = {}
     if path:
-        text = Path(path).read_text()
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise StartupError(f"{path}: cannot read the credentials file ({exc.strerror or exc})") from None
         try:
             data = json.loads(text)
         except ValueError:
@@ -55,6 +62,63 @@ def load_credentials(path: str | None) -> dict[str, str]:
     if key and secret:
         creds[key] = secret
     return creds
+
+
+def load_keys(
+    credentials_path: str | None, policy_path: str | None
+) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
+    """(access key id → secret, access key id → policy) from ``--credentials`` and ``--policy-file``.
+
+    Raises:
+        StartupError: a file cannot be used, or a key is listed in both.
+    """
+    credentials = load_credentials(credentials_path)
+    if not policy_path:
+        return credentials, {}
+    try:
+        policy_file = read_policy_file(policy_path)
+    except PolicyError as exc:
+        raise StartupError(str(exc)) from None
+    both = sorted(set(credentials) & set(policy_file.secrets))
+    if both:
+        raise StartupError(
+            f"{policy_path}: access key {both[0]} is also given by --credentials or the environment; "
+            "list each key once"
+        )
+    return {**credentials, **policy_file.secrets}, policy_file.policies
+
+
+def check_codecs() -> None:
+    """Raises StartupError naming the packages to install when a transcoded input syntax has no decoder."""
+    from openhi.codec.decoders import missing_decoders
+
+    missing = missing_decoders()
+    if missing:
+        packages = sorted(set(missing.values()))
+        raise StartupError(
+            f"no decoder for transfer syntax(es) {', '.join(sorted(missing))}: install {', '.join(packages)} "
+            "(pip install " + " ".join(packages) + ")"
+        )
+
+
+def bind_port(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything is created; StartupError when the port is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(port_problem(host, port, exc)) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def port_problem(host: str, port: int, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {port} on {host} is in use (another server holds it): stop it or pick another --port"
+    return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
 
 
 def is_loopback(host: str) -> bool:
@@ -88,8 +152,12 @@ def build_app(config: ServerConfig, host: str) -> OpenHIApp:
         StartupError: no credentials are configured and ``host`` is not a loopback address.
     """
     check_exposure(config, host)
+    try:
+        authorizer = Authorizer(config.policies)
+    except PolicyError as exc:
+        raise StartupError(str(exc)) from None
     services = build_services(config)
-    return OpenHIApp(services, SigV4Verifier(config.credentials or None))
+    return OpenHIApp(services, SigV4Verifier(config.credentials or None), authorizer)
 
 
 def serve(config: ServerConfig, host: str, port: int, log_level: str = "info", processes: int = 1) -> None:
@@ -111,26 +179,49 @@ def serve(config: ServerConfig, host: str, port: int, log_level: str = "info", p
         "http": ZeroCopyHttpToolsProtocol,
         "timeout_graceful_shutdown": 10,
     }
-    if processes <= 1:
-        app = build_app(config, host)
-        uvicorn.Server(uvicorn.Config(app, **common)).run()  # type: ignore[arg-type]
-        return
+    check_codecs()
     check_exposure(config, host)
-    check_backends(config)
-    os.environ[CONFIG_ENV] = json.dumps(_config_dict(config, host))
+    if processes <= 1:
+        sock = bind_port(host, port)  # before the data dir or anything else exists
+        try:
+            app = build_app(config, host)
+            uvicorn.Server(uvicorn.Config(app, **common)).run(sockets=[sock])  # type: ignore[arg-type]
+        finally:
+            sock.close()
+        return
     if not reuse_port_supported():  # one shared socket, as uvicorn --workers does it
-        uvicorn.run("openhi.asgi:create_app", factory=True, workers=processes, **common)  # type: ignore[arg-type]
+        bind_port(host, port).close()
+        _prepare_processes(config, host)
+        uvicorn.run("openhi.server:create_app", factory=True, workers=processes, **common)  # type: ignore[arg-type]
         return
     # Each API process listens on its own SO_REUSEPORT socket (openhi.listeners), under uvicorn's supervisor
     # (restarts, health checks, signals).
-    multi = uvicorn.Config("openhi.asgi:create_app", factory=True, workers=processes, **common)  # type: ignore[arg-type]
-    holder = ReusePortSocket.holding(host, port)
+    try:
+        holder = ReusePortSocket.holding(host, port)
+    except OSError as exc:
+        raise StartupError(port_problem(host, port, exc)) from None
+    try:
+        _prepare_processes(config, host)
+    except BaseException:
+        holder.close()
+        raise
+    multi = uvicorn.Config("openhi.server:create_app", factory=True, workers=processes, **common)  # type: ignore[arg-type]
     try:
         Multiprocess(multi, sockets=[holder]).run()
     except KeyboardInterrupt:
         pass
     finally:
         holder.close()
+
+
+def _prepare_processes(config: ServerConfig, host: str) -> None:
+    """Check what every API process will need once, and hand them the configuration."""
+    try:
+        Authorizer(config.policies)
+    except PolicyError as exc:
+        raise StartupError(str(exc)) from None
+    check_backends(config)
+    os.environ[CONFIG_ENV] = json.dumps(_config_dict(config, host))
 
 
 def check_backends(config: ServerConfig) -> None:
@@ -149,11 +240,18 @@ def _config_dict(config: ServerConfig, host: str) -> dict[str, object]:
         "blobs_url": config.blobs_url,
         "s3_endpoint_url": config.s3_endpoint_url,
         "credentials": config.credentials,
+        "policies": config.policies,
         "settings": dataclasses.asdict(config.settings),
         "pixel_workers": config.pixel_workers,
         "api": config.api,
         "import_threads": config.import_threads,
     }
+
+
+def create_app() -> OpenHIApp:
+    """App factory for uvicorn's import string (``openhi serve --workers N``): configuration from the
+    environment the parent process prepared."""
+    return app_from_environment()
 
 
 def app_from_environment() -> OpenHIApp:
@@ -167,6 +265,7 @@ def app_from_environment() -> OpenHIApp:
 
 def run_worker(config: ServerConfig, log_level: str = "info") -> None:
     """Run import workers only (no API) until SIGTERM/SIGINT; a running job gives its lease back."""
+    check_codecs()
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import multiprocessing
 import os
 import secrets
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from openhi.core.datastores import DatastoreService
 from openhi.core.env import Env
@@ -29,6 +31,8 @@ class ServerConfig:
     blobs_url: str | None = None
     s3_endpoint_url: str | None = None
     credentials: dict[str, str] = field(default_factory=dict)
+    # access key id -> IAM policy document (keys from --policy-file; their secrets are in credentials)
+    policies: dict[str, dict[str, Any]] = field(default_factory=dict)
     settings: Settings = field(default_factory=Settings)
     pixel_workers: int | None = None  # None: one per CPU; 0: encode in the calling thread
     api: bool = True  # serve the API: recover half-done writes at start, collect blobs
@@ -41,6 +45,28 @@ class ServerConfig:
         return self.blobs_url or f"file://{self.data_dir / 'blobs'}"
 
 
+class ResourceInfo:
+    """What authorization reads about a request's resources: ARNs, tags, an image set's UIDs."""
+
+    def __init__(self, env: Env) -> None:
+        self.env = env
+
+    def datastore_arn(self, datastore_id: str) -> str:
+        return self.env.datastore_arn(datastore_id)
+
+    def image_set_arn(self, datastore_id: str, image_set_id: str) -> str:
+        return self.env.image_set_arn(datastore_id, image_set_id)
+
+    def tags(self, arn: str) -> Mapping[str, str]:
+        return self.env.index.get_tags(arn)
+
+    def image_set_uids(self, datastore_id: str, image_set_id: str) -> tuple[str | None, str | None]:
+        head = self.env.index.get_image_set(datastore_id, image_set_id)
+        if head is None:
+            return None, None
+        return head.search.get("DICOMStudyInstanceUID"), head.search.get("DICOMSeriesInstanceUID")
+
+
 @dataclass
 class Services:
     env: Env
@@ -51,6 +77,11 @@ class Services:
     reads: ImageSetReader
     writes: ImageSetWriter
     worker: ImportWorker | None = None
+    scratch_dir: Path | None = None  # request bodies streamed to disk (uploads); None: the system's
+    resource_info: ResourceInfo = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.resource_info = ResourceInfo(self.env)
 
     def ready(self) -> bool:
         """True when the index answers a trivial query (``/readyz``)."""
@@ -118,6 +149,7 @@ def build_services(config: ServerConfig) -> Services:
         imports=ImportService(env, paginator, datastores),
         reads=ImageSetReader(env, paginator, datastores),
         writes=ImageSetWriter(env, datastores),
+        scratch_dir=config.data_dir,
     )
     if config.api:
         datastores.recover()

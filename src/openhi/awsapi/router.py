@@ -1,9 +1,11 @@
-"""Routes raw HTTP method + path to a modeled operation using each operation's ``http.requestUri``."""
+"""Matches raw HTTP method + path against URI patterns (``/a/{b}/c/{d+}``): the model's operations or any table."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 from urllib.parse import unquote
 
 from botocore.model import OperationModel, ServiceModel
@@ -12,6 +14,7 @@ from openhi.awsapi.service import load_service_model
 
 _LABEL = re.compile(r"\{([^{}]+)\}")
 _MAX_CACHED_MATCHES = 4096
+T = TypeVar("T")
 
 
 class RouteNotFound(Exception):
@@ -31,8 +34,8 @@ class RouteNotFound(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class _Route:
-    op: OperationModel
+class _Route(Generic[T]):
+    target: T
     regex: re.Pattern[str]
     labels: tuple[str, ...]
     literal_chars: int
@@ -63,33 +66,34 @@ def _compile(uri: str) -> tuple[re.Pattern[str], tuple[str, ...], int]:
     return re.compile("".join(parts)), tuple(labels), literal_chars
 
 
-class Router:
-    """Matches ``(method, raw_path)`` against every operation of a service model; tables are built once."""
+class PatternTable(Generic[T]):
+    """Matches ``(method, raw_path)`` against ``(method, uri pattern, target)`` entries; built once.
 
-    def __init__(self, service_model: ServiceModel | None = None) -> None:
-        model = service_model if service_model is not None else load_service_model()
-        by_method: dict[str, list[_Route]] = {}
-        for name in model.operation_names:
-            op = model.operation_model(name)
-            regex, labels, literal_chars = _compile(op.http["requestUri"])
-            method = op.http.get("method", "POST").upper()
-            by_method.setdefault(method, []).append(_Route(op, regex, labels, literal_chars))
+    Patterns use the model's ``requestUri`` syntax: ``{name}`` is one path segment, ``{name+}`` the rest of
+    the path. Where two patterns match, the one with more literal text wins.
+    """
+
+    def __init__(self, entries: Iterable[tuple[str, str, T]]) -> None:
+        by_method: dict[str, list[_Route[T]]] = {}
+        for method, uri, target in entries:
+            regex, labels, literal_chars = _compile(uri)
+            by_method.setdefault(method.upper(), []).append(_Route(target, regex, labels, literal_chars))
         # Most literal text first, so a fixed segment wins over a label that could also match it.
         for routes in by_method.values():
             routes.sort(key=lambda r: (-r.literal_chars, len(r.labels)))
         self._by_method = by_method
         # (method, raw path) -> matched route: a client reads many frames of one image set through one path
-        self._matches: dict[tuple[str, str], tuple[OperationModel, dict[str, str]]] = {}
+        self._matches: dict[tuple[str, str], tuple[T, dict[str, str]]] = {}
 
     @staticmethod
-    def _try(route: _Route, raw_path: str) -> dict[str, str] | None:
+    def _try(route: _Route[T], raw_path: str) -> dict[str, str] | None:
         m = route.regex.fullmatch(raw_path)
         if m is None:
             return None
         return {label: unquote(m.group(f"g{i}")) for i, label in enumerate(route.labels)}
 
-    def match(self, method: str, raw_path: str) -> tuple[OperationModel, dict[str, str]]:
-        """Return the operation and its percent-decoded uri labels, or raise :class:`RouteNotFound`."""
+    def match(self, method: str, raw_path: str) -> tuple[T, dict[str, str]]:
+        """Return the target and its percent-decoded uri labels, or raise :class:`RouteNotFound`."""
         method = method.upper()
         hit = self._matches.get((method, raw_path))
         if hit is not None:
@@ -99,8 +103,8 @@ class Router:
             if params is not None:
                 if len(self._matches) >= _MAX_CACHED_MATCHES:
                     self._matches.clear()
-                self._matches[(method, raw_path)] = (route.op, params)
-                return route.op, dict(params)
+                self._matches[(method, raw_path)] = (route.target, params)
+                return route.target, dict(params)
         allowed = tuple(
             sorted(
                 other
@@ -109,3 +113,12 @@ class Router:
             )
         )
         raise RouteNotFound(method, raw_path, 405 if allowed else 404, allowed)
+
+
+class Router(PatternTable[OperationModel]):
+    """The operations of a service model, each at its ``http.requestUri``."""
+
+    def __init__(self, service_model: ServiceModel | None = None) -> None:
+        model = service_model if service_model is not None else load_service_model()
+        ops = (model.operation_model(name) for name in model.operation_names)
+        super().__init__((op.http.get("method", "POST"), op.http["requestUri"], op) for op in ops)

@@ -220,6 +220,34 @@ def _strict_timestamp(value: str, what: str) -> datetime:
         ) from None
 
 
+def _received_hash(declared: list[str] | None, body: bytes, streamed_sha256: str | None) -> str:
+    """The hex SHA-256 of the body received; a declared ``x-amz-content-sha256`` must be exactly that.
+
+    Outside S3, AWS services hash the payload they receive: ``UNSIGNED-PAYLOAD`` (which would let a
+    body be replaced after signing) and any other value than the body's hash are refused.
+    """
+    received = streamed_sha256 or hashlib.sha256(body).hexdigest()
+    if declared:
+        if len(declared) != 1:
+            raise AccessDeniedError(
+                "Missing or malformed Authorization header: more than one x-amz-content-sha256"
+            )
+        value = declared[0].strip()
+        if value == UNSIGNED_PAYLOAD:
+            raise AccessDeniedError(
+                "x-amz-content-sha256: UNSIGNED-PAYLOAD is not accepted by this service; "
+                "sign the SHA-256 of the request body."
+            )
+        if not _SHA256_RE.match(value):
+            raise AccessDeniedError(f"Unsupported x-amz-content-sha256 value {value[:80]!r}")
+        if value.lower() != received:
+            raise AccessDeniedError(
+                "The provided 'x-amz-content-sha256' header does not match what was computed."
+            )
+        return value  # signed as sent (botocore sends lower-case hex)
+    return received
+
+
 def _format_duration(seconds: int) -> str:
     if seconds % 60 == 0:
         minutes = seconds // 60
@@ -263,10 +291,17 @@ class SigV4Verifier:
         raw_path: str | bytes,
         raw_query: bytes,
         headers: Sequence[tuple[bytes, bytes]],
-        body: bytes,
+        body: bytes = b"",
+        *,
+        payload_sha256: str | None = None,
     ) -> str:
-        """Verify the request's signature and return its access key id; raise ``AccessDeniedError``."""
-        return self._verified(method, raw_path, raw_query, headers, body).access_key_id
+        """Verify the request's signature and return its access key id; raise ``AccessDeniedError``.
+
+        The payload hash is always that of the body received (``payload_sha256``, the hex digest of a
+        body streamed elsewhere, else the hash of ``body``): an ``x-amz-content-sha256`` header must
+        equal it, and ``UNSIGNED-PAYLOAD`` is refused, so a body cannot be swapped after signing.
+        """
+        return self._verified(method, raw_path, raw_query, headers, body, payload_sha256).access_key_id
 
     def authenticate(
         self,
@@ -274,10 +309,12 @@ class SigV4Verifier:
         raw_path: str | bytes,
         raw_query: bytes,
         headers: Sequence[tuple[bytes, bytes]],
-        body: bytes,
+        body: bytes = b"",
+        *,
+        payload_sha256: str | None = None,
     ) -> VerifiedRequest:
         """Like :meth:`verify`, returning the region, signing time and signed headers as well."""
-        sig = self._verified(method, raw_path, raw_query, headers, body)
+        sig = self._verified(method, raw_path, raw_query, headers, body, payload_sha256)
         return VerifiedRequest(
             access_key_id=sig.access_key_id,
             region=sig.region,
@@ -294,6 +331,7 @@ class SigV4Verifier:
         raw_query: bytes,
         headers: Sequence[tuple[bytes, bytes]],
         body: bytes,
+        payload_sha256: str | None = None,
     ) -> _Signature:
         header_map: dict[str, list[str]] = {}
         for name, value in headers:
@@ -320,14 +358,19 @@ class SigV4Verifier:
                     f"Missing or malformed Authorization header: signed header {signed!r} is not in the request"
                 )
 
-        if not self.local_mode:
-            secret = self._secrets.get(sig.access_key_id)
-            if secret is None:
-                raise AccessDeniedError(
-                    "The security token included in the request is invalid: "
-                    f"unknown access key {sig.access_key_id!r}"
-                )
-            self._check_signature(sig, secret, method, raw_path, query, header_map, body)
+        content_sha = header_map.get("x-amz-content-sha256")
+        if self.local_mode:
+            if content_sha:  # no HMAC to check, but a declared body hash is still the body's
+                _received_hash(content_sha, body, payload_sha256)
+            return sig
+        secret = self._secrets.get(sig.access_key_id)
+        if secret is None:
+            raise AccessDeniedError(
+                "The security token included in the request is invalid: "
+                f"unknown access key {sig.access_key_id!r}"
+            )
+        payload_hash = _received_hash(content_sha, body, payload_sha256)
+        self._check_signature(sig, secret, method, raw_path, query, header_map, payload_hash)
         return sig
 
     # -- parsing ---------------------------------------------------------------------------------
@@ -496,22 +539,8 @@ class SigV4Verifier:
         raw_path: str | bytes,
         query: str,
         header_map: Mapping[str, list[str]],
-        body: bytes,
+        payload_hash: str,
     ) -> None:
-        content_sha = header_map.get("x-amz-content-sha256")
-        if content_sha:
-            payload_hash = content_sha[0]
-            if _SHA256_RE.match(payload_hash):
-                if payload_hash.lower() != hashlib.sha256(body).hexdigest():
-                    raise AccessDeniedError(
-                        "The provided 'x-amz-content-sha256' header does not match what was computed."
-                    )
-            elif payload_hash != UNSIGNED_PAYLOAD:
-                raise AccessDeniedError(f"Unsupported x-amz-content-sha256 value {payload_hash!r}")
-        else:
-            # Presigned URLs too: botocore's SigV4QueryAuth (unlike the S3 one) hashes the body.
-            payload_hash = hashlib.sha256(body).hexdigest()
-
         canonical_headers = "".join(
             f"{name}:{','.join(' '.join(v.split()) for v in header_map[name])}\n"
             for name in sig.signed_headers

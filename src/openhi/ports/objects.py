@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import IO, Protocol
 
 from openhi.core.errors import ValidationError
 
@@ -49,6 +49,14 @@ class ObjectStore(Protocol):
 
     def put(self, bucket: str, key: str, data: bytes) -> None:
         """Store ``data`` under ``key``, replacing any object already there."""
+        ...
+
+    def put_file(self, bucket: str, key: str, file: IO[bytes]) -> None:
+        """Store the rest of ``file`` (read in chunks, any size) under ``key``, replacing any object there."""
+        ...
+
+    def delete(self, bucket: str, key: str) -> None:
+        """Remove the object under ``key``; nothing happens when there is none."""
         ...
 
     def exists_bucket(self, bucket: str) -> bool:

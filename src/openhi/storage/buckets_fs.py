@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 from openhi.core.errors import ValidationError
 from openhi.ports.objects import (
@@ -127,6 +129,20 @@ class FsObjectStore:
             os.close(fd)
 
     def put(self, bucket: str, key: str, data: bytes) -> None:
+        self._write(bucket, key, lambda handle: handle.write(data))
+
+    def put_file(self, bucket: str, key: str, file: IO[bytes]) -> None:
+        self._write(bucket, key, lambda handle: shutil.copyfileobj(file, handle, 1 << 20))
+
+    def delete(self, bucket: str, key: str) -> None:
+        bucket_dir, path = self._object_path(bucket, key)
+        if not bucket_dir.is_dir() or path.is_dir():
+            return
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            _fsync_dir(path.parent)
+
+    def _write(self, bucket: str, key: str, write: Callable[[IO[bytes]], object]) -> None:
         bucket_dir, path = self._object_path(bucket, key)
         bucket_dir.mkdir(parents=True, exist_ok=True)
         parent = path.parent
@@ -136,7 +152,7 @@ class FsObjectStore:
         fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".part", dir=parent)
         try:
             with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+                write(handle)
                 handle.flush()
                 os.fchmod(handle.fileno(), 0o644)
                 os.fsync(handle.fileno())

@@ -7,7 +7,7 @@ import os
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import obstore
 from obstore.exceptions import BaseError as ObstoreError
@@ -160,6 +160,29 @@ class S3ObjectStore:
         except (FileNotFoundError, ObstoreError) as exc:
             if _missing_bucket(exc):
                 raise BucketNotFound(f"bucket {bucket!r} does not exist") from None
+            raise
+
+    def put_file(self, bucket: str, key: str, file: IO[bytes]) -> None:
+        """Streamed: obstore sends a large file as a multipart upload."""
+        validate_key(key)
+        store = self._store(bucket)
+        try:
+            obstore.put(store, key, file)
+        except (FileNotFoundError, ObstoreError) as exc:
+            if _missing_bucket(exc):
+                raise BucketNotFound(f"bucket {bucket!r} does not exist") from None
+            raise
+
+    def delete(self, bucket: str, key: str) -> None:
+        validate_key(key)
+        store = self._store(bucket)
+        try:
+            obstore.delete(store, key)
+        except FileNotFoundError:
+            return
+        except ObstoreError as exc:
+            if _missing_bucket(exc):
+                return
             raise
 
     def list(self, bucket: str, prefix: str) -> Iterator[ObjectInfo]:

@@ -8,10 +8,9 @@ from urllib.parse import urlsplit
 from openhi.ports.blobs import BlobStore
 from openhi.ports.index import MetadataIndex
 from openhi.ports.objects import ObjectStore
+from openhi.storage.errors import ConfigurationError
 
-
-class ConfigurationError(Exception):
-    """A backend URL that cannot be used; the message says why."""
+__all__ = ["ConfigurationError", "open_blobs", "open_index", "open_objects"]
 
 
 def open_index(url: str) -> MetadataIndex:

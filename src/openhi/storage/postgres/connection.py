@@ -15,8 +15,8 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow, TupleRow, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from openhi.storage.errors import ConfigurationError
 from openhi.storage.postgres.schema import MIGRATION_LOCK_KEY, MIGRATIONS
-from openhi.storage.registry import ConfigurationError
 
 DEFAULT_POOL_MAX = 10
 DEFAULT_CONNECT_TIMEOUT = 10
