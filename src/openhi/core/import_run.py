@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -15,6 +15,7 @@ from openhi.core.env import Env
 from openhi.core.ids import new_id
 from openhi.core.import_files import FileJob, process_files
 from openhi.core.import_overrides import load_overrides, unmatched_warnings
+from openhi.core.import_plan import Plan, conflict_keys, doc_conflict_keys, record_placement
 from openhi.core.import_reports import Outcome, failure_entry, write_reports
 from openhi.core.keys import frame_key, metadata_key
 from openhi.core.messages import modeled_message
@@ -49,54 +50,6 @@ DUPLICATE = (
     "order wins, a later file with different content is not imported"
 )
 SET_TOO_LARGE = "The image set's metadata would be {} bytes as JSON, over the maximum of {} bytes"
-
-
-def _norm(value: Any) -> Any:
-    return value.strip() if isinstance(value, str) else value
-
-
-def conflict_keys(p: ProcessedInstance) -> tuple[Any, ...]:
-    """Grouping keys that must agree inside a primary image set (§7.3)."""
-    return (
-        _norm(p.patient.get("PatientID")),
-        _norm(p.study.get("StudyDate")),
-        _norm(p.study.get("AccessionNumber")),
-        _norm(p.study.get("StudyID")),
-        p.study_uid,
-        p.series_uid,
-        _norm(p.series.get("SeriesNumber")),
-    )
-
-
-def doc_conflict_keys(doc: dict[str, Any]) -> tuple[Any, ...]:
-    series_uid, series = next(iter(doc["Study"]["Series"].items()))
-    patient, study = doc["Patient"]["DICOM"], doc["Study"]["DICOM"]
-    return (
-        _norm(patient.get("PatientID")),
-        _norm(study.get("StudyDate")),
-        _norm(study.get("AccessionNumber")),
-        _norm(study.get("StudyID")),
-        _norm(study.get("StudyInstanceUID")),
-        series_uid,
-        _norm(series["DICOM"].get("SeriesNumber")),
-    )
-
-
-@dataclass
-class Plan:
-    """One attempt at placing the job's instances: the index changes and where each instance went."""
-
-    creations: list[tuple[ImageSet, ImageSetVersion, list[FrameRef]]] = field(default_factory=list)
-    appends: list[tuple[VersionCommit, int]] = field(default_factory=list)
-    metadata_keys: list[str] = field(default_factory=list)
-    placed: dict[str, tuple[str, int, bool]] = field(
-        default_factory=dict
-    )  # sop uid -> (set id, version, primary)
-    summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # primary sets this plan creates: (study, series) -> (head, document)
-    new_primaries: dict[tuple[str, str], tuple[ImageSet, dict[str, Any]]] = field(default_factory=dict)
-    # failure entries of instances refused because their image set's metadata would be too large
-    rejected: list[dict[str, Any]] = field(default_factory=list)
 
 
 class LeaseLost(Exception):
@@ -353,7 +306,7 @@ class ImportRun:
         plan.creations.append((head, version, self._frame_refs(items)))
         if is_primary and series is not None:
             plan.new_primaries[series] = (head, doc)
-        _placed(plan, set_id, 1, is_primary, items)
+        record_placement(plan, set_id, 1, is_primary, items)
 
     def _merge(self, plan: Plan, head: ImageSet, doc: dict[str, Any], items: list[ProcessedInstance]) -> None:
         ds_id = self.job.datastore_id
@@ -381,7 +334,7 @@ class ImportRun:
             frames=self._frame_refs(items),
         )
         plan.appends.append((commit, head.latest_version))
-        _placed(plan, head.id, new_version, True, items)
+        record_placement(plan, head.id, new_version, True, items)
 
     def _fit(
         self,
@@ -418,21 +371,6 @@ class ImportRun:
             for frame in p.instance.get("ImageFrames", []):
                 refs.append(FrameRef(frame["ID"], frame_key(self.job.datastore_id, frame["ID"]), ts))
         return refs
-
-
-def _placed(plan: Plan, set_id: str, version: int, is_primary: bool, items: list[ProcessedInstance]) -> None:
-    for p in items:
-        plan.placed[p.sop_uid] = (set_id, version, is_primary)
-    summary = plan.summaries.setdefault(
-        set_id,
-        {
-            "imageSetId": set_id,
-            "imageSetVersion": version,
-            "isPrimary": is_primary,
-            "numberOfMatchedSOPInstances": 0,
-        },
-    )
-    summary["numberOfMatchedSOPInstances"] += len(items)
 
 
 def _json_size(gz: bytes) -> int:
