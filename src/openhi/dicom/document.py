@@ -131,12 +131,19 @@ def is_current(gz: bytes) -> bool:
 def decode_document(gz: bytes) -> dict[str, Any]:
     """Inverse of ``encode_document``; a document of an earlier version comes back normalised."""
     doc: dict[str, Any] = json.loads(gzip.decompress(gz))
-    return doc if is_current(gz) else normalise_document(doc)
+    return doc if is_current(gz) or not isinstance(doc, dict) else normalise_document(doc)
 
 
 def current_body(gz: bytes) -> bytes:
-    """The GetImageSetMetadata body for a stored document: itself when current, else re-encoded normalised."""
-    return gz if is_current(gz) else encode_document(decode_document(gz))
+    """The GetImageSetMetadata body for a stored document: itself when current, else re-encoded normalised
+    (a stored blob that is not a gzip JSON object is served as it is)."""
+    if is_current(gz):
+        return gz
+    try:
+        doc = json.loads(gzip.decompress(gz))
+    except (OSError, EOFError, ValueError):
+        return gz
+    return encode_document(normalise_document(doc)) if isinstance(doc, dict) else gz
 
 
 def iter_instances(doc: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:

@@ -109,21 +109,36 @@ def normalise_attributes(attrs: dict[str, Any], vrs: dict[str, str] | None = Non
     return {key: normalise_value(key, value, vrs) for key, value in attrs.items()}
 
 
+def _map(node: Any, key: str) -> dict[str, Any]:
+    value = node.get(key) if isinstance(node, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
 def normalise_document(doc: dict[str, Any]) -> dict[str, Any]:
-    """A new document with every Patient, Study, Series and Instance value normalised."""
+    """A new document with every Patient, Study, Series and Instance value normalised.
+
+    Parts that are not shaped like a document (no ``Study``, a level that is not an object) are kept.
+    """
+    if not isinstance(doc.get("Patient"), dict) or not isinstance(doc.get("Study"), dict):
+        return doc
     study = doc["Study"]
     series_out: dict[str, Any] = {}
-    for series_uid, series in study["Series"].items():
-        instances = {}
-        for sop_uid, node in series["Instances"].items():
-            vrs = node.get("DICOMVRs") or {}
-            instances[sop_uid] = {**node, "DICOM": normalise_attributes(node.get("DICOM") or {}, vrs)}
-        series_out[series_uid] = {
-            **series,
-            "DICOM": normalise_attributes(series.get("DICOM") or {}),
-            "Instances": instances,
-        }
+    for series_uid, series in _map(study, "Series").items():
+        if not isinstance(series, dict):
+            series_out[series_uid] = series
+            continue
+        instances: dict[str, Any] = {}
+        for sop_uid, node in _map(series, "Instances").items():
+            if isinstance(node, dict) and isinstance(node.get("DICOM"), dict):
+                vrs = _map(node, "DICOMVRs")
+                node = {**node, "DICOM": normalise_attributes(node["DICOM"], vrs)}
+            instances[sop_uid] = node
+        series_out[series_uid] = {**series, "DICOM": normalise_attributes(_map(series, "DICOM"))}
+        if "Instances" in series:
+            series_out[series_uid]["Instances"] = instances
     out = dict(doc)
-    out["Patient"] = {**doc["Patient"], "DICOM": normalise_attributes(doc["Patient"].get("DICOM") or {})}
-    out["Study"] = {**study, "DICOM": normalise_attributes(study.get("DICOM") or {}), "Series": series_out}
+    out["Patient"] = {**doc["Patient"], "DICOM": normalise_attributes(_map(doc["Patient"], "DICOM"))}
+    out["Study"] = {**study, "DICOM": normalise_attributes(_map(study, "DICOM"))}
+    if "Series" in study:
+        out["Study"]["Series"] = series_out
     return out
