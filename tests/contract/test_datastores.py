@@ -92,19 +92,9 @@ def test_unknown_datastore_is_not_found(medical_imaging: Any) -> None:
         assert "0" * 32 in exc.value.response["Error"]["Message"]
 
 
-def test_bad_ids_and_page_sizes_are_validation_errors(medical_imaging: Any) -> None:
-    # boto3 validates client-side; turn that off to reach the server's own validation
-    import boto3
-    from botocore.config import Config
-
-    raw = boto3.client(
-        "medical-imaging",
-        endpoint_url=medical_imaging.meta.endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="x",
-        aws_secret_access_key="y",
-        config=Config(inject_host_prefix=False, parameter_validation=False, retries={"max_attempts": 1}),
-    )
+def test_bad_ids_and_page_sizes_are_validation_errors(raw_medical_imaging: Any) -> None:
+    # boto3 validates client-side; raw_medical_imaging turns that off to reach the server's own validation
+    raw = raw_medical_imaging
     cases = [
         (lambda: raw.get_datastore(datastoreId="NOT-AN-ID"), "datastoreId"),
         (lambda: raw.list_datastores(maxResults=0), "maxResults"),

@@ -40,20 +40,10 @@ def test_unknown_resources_are_not_found(medical_imaging: Any) -> None:
         assert exc.value.response["Error"]["Code"] == "ResourceNotFoundException"
 
 
-def test_tag_key_rules(medical_imaging: Any) -> None:
+def test_tag_key_rules(medical_imaging: Any, raw_medical_imaging: Any) -> None:
     ds_id = active_datastore(medical_imaging, "tagrules")
     arn = medical_imaging.get_datastore(datastoreId=ds_id)["datastoreProperties"]["datastoreArn"]
-    import boto3
-    from botocore.config import Config
-
-    raw = boto3.client(
-        "medical-imaging",
-        endpoint_url=medical_imaging.meta.endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="x",
-        aws_secret_access_key="y",
-        config=Config(inject_host_prefix=False, parameter_validation=False, retries={"max_attempts": 1}),
-    )
+    raw = raw_medical_imaging
     with pytest.raises(ClientError) as exc:
         raw.tag_resource(resourceArn=arn, tags={"aws:reserved": "x"})
     assert exc.value.response["Error"]["Code"] == "ValidationException"

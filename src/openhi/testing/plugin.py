@@ -3,6 +3,10 @@
 ``OPENHI_TEST_DEPLOYMENT=distributed`` (or ``--openhi-deployment=distributed``) makes them start a
 :class:`~openhi.testing.distributed.DistributedDeployment` (PostgreSQL + SeaweedFS, 2 API processes,
 2 import workers) instead of an embedded server, so one contract suite runs against both.
+
+``--openhi-validate-responses`` (or the ini option ``openhi_validate_responses = true``) makes every
+``medical-imaging`` client these fixtures hand out (``medical_imaging``, ``server.client()``) check each
+response against the service model (:mod:`openhi.testing.model_check`); a violation fails the test.
 """
 
 from __future__ import annotations
@@ -14,7 +18,13 @@ from typing import Any
 
 import pytest
 
+from openhi.testing import model_check
 from openhi.testing.server import RunningServer
+
+_VALIDATE_HELP = (
+    "check every response of the medical-imaging clients the openhi fixtures create against the "
+    "service model (pattern, length, enum, range, required and unknown members); a violation fails the test"
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -23,6 +33,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=("embedded", "distributed"),
         default=None,
         help="what the openhi_server/openhi_fresh fixtures start (default $OPENHI_TEST_DEPLOYMENT or embedded)",
+    )
+    parser.addoption("--openhi-validate-responses", action="store_true", default=False, help=_VALIDATE_HELP)
+    parser.addini("openhi_validate_responses", _VALIDATE_HELP, type="bool", default=False)
+
+
+def validating(config: pytest.Config) -> bool:
+    """Whether the response check is on (the command-line flag or the ini option)."""
+    return bool(config.getoption("--openhi-validate-responses", default=False)) or bool(
+        config.getini("openhi_validate_responses")
     )
 
 
@@ -36,6 +55,19 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "embedded_only(reason): the test needs the embedded deployment (skipped when distributed)"
     )
+    if validating(config):
+        model_check.set_default(True)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    """A violation the test swallowed (a client call in a thread, a broad ``except``) still fails it."""
+    model_check.take_recorded()
+    result = yield
+    missed = model_check.take_recorded()
+    if missed:
+        raise model_check.ResponseViolation(missed)
+    return result
 
 
 def deployment(config: pytest.Config) -> str:

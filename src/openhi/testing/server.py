@@ -13,6 +13,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from openhi.testing import model_check
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -104,15 +106,22 @@ class RunningServer:
         self.stop()
         return self.start()
 
-    def client(self, service: str = "medical-imaging", **kwargs: Any) -> Any:
-        """A boto3 client for this server (no host prefix injection, no retries, dummy credentials)."""
+    def client(
+        self, service: str = "medical-imaging", *, validate_responses: bool | None = None, **kwargs: Any
+    ) -> Any:
+        """A boto3 client for this server (no host prefix injection, no retries, dummy credentials).
+
+        ``validate_responses`` (default: the pytest plugin's ``openhi_validate_responses`` switch) makes a
+        ``medical-imaging`` client check every response against the service model
+        (:func:`openhi.testing.model_check.validate_responses`).
+        """
         import boto3
         from botocore.config import Config
 
         config = Config(
             inject_host_prefix=False, retries={"max_attempts": 1, "mode": "standard"}, read_timeout=120
         )
-        return boto3.client(
+        client = boto3.client(
             service,
             endpoint_url=self.endpoint,
             region_name=kwargs.pop("region_name", "us-east-1"),
@@ -121,6 +130,11 @@ class RunningServer:
             config=kwargs.pop("config", config),
             **kwargs,
         )
+        if validate_responses is None:
+            validate_responses = model_check.default_enabled()
+        if validate_responses and service == "medical-imaging":
+            model_check.validate_responses(client)
+        return client
 
     def bucket_path(self, bucket: str) -> Path:
         """Where ``s3://bucket/...`` lives for the embedded object store."""
