@@ -109,6 +109,8 @@ class OpenHIApp:
             response = await self._handle(scope, receive)
         except OpenHIError as exc:
             response = error_response(exc.code, exc.message, getattr(exc, "status", None))
+            if scope.get("path", "").startswith("/openhi/"):  # openhi's own clients read the code here
+                response = _with_code(response, exc.code)
         except Exception:
             log.exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
             response = error_response(
@@ -223,6 +225,17 @@ def error_response(code: str, message: str, status: int | None = None) -> WireRe
             continue
     log.error("a %s error could not be serialized", code[:100].encode("ascii", "replace"))
     return WireResponse(500, [(k.decode(), v.decode()) for k, v in _LAST_RESORT_HEADERS], _LAST_RESORT_BODY)
+
+
+def _with_code(response: WireResponse, code: str) -> WireResponse:
+    """The error body with a ``code`` member besides ``message`` (for routes outside the AWS API)."""
+    try:
+        doc = json.loads(bytes(response.body))  # type: ignore[arg-type]
+        doc["code"] = code
+        response.body = json.dumps(doc).encode()
+    except Exception:
+        pass
+    return response
 
 
 def _escaped(message: str) -> str:

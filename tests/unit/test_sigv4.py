@@ -409,3 +409,52 @@ def test_boto3_client_requests_verify(captured_client: tuple[Any, list[Wire]]) -
         assert wire.verify(verifier(local=True)) == AK
         with pytest.raises(AccessDeniedError, match="does not match"):
             wire.verify(SigV4Verifier({AK: "wrong"}))
+
+
+# -- the payload hash is the hash of the body received ------------------------------------------
+
+
+def _with_content_sha(body: bytes, declared: str) -> Wire:
+    request = AWSRequest(method="POST", url=f"{ENDPOINT}/datastore", data=body)
+    request.headers["X-Amz-Content-SHA256"] = declared
+    botocore.auth.SigV4Auth(
+        botocore.credentials.Credentials(AK, SK), "medical-imaging", "us-east-1"
+    ).add_auth(request)
+    return to_wire(request.prepare())
+
+
+@pytest.mark.parametrize("local", [False, True])
+def test_unsigned_payload_is_refused(local: bool) -> None:
+    """A client that signs UNSIGNED-PAYLOAD could have its body swapped after signing: refused."""
+    wire = _with_content_sha(b'{"datastoreName":"x"}', "UNSIGNED-PAYLOAD")
+    with pytest.raises(AccessDeniedError, match="UNSIGNED-PAYLOAD"):
+        wire.verify(verifier(local=local))
+    swapped = Wire(wire.method, wire.raw_path, wire.raw_query, wire.headers, b'{"datastoreName":"evil"}')
+    with pytest.raises(AccessDeniedError):
+        swapped.verify(verifier(local=local))
+
+
+def test_body_swapped_after_signing_is_refused_without_a_content_header() -> None:
+    wire = signed("POST", f"{ENDPOINT}/datastore", b'{"datastoreName":"x"}')
+    assert wire.header(b"x-amz-content-sha256") is None
+    swapped = Wire(wire.method, wire.raw_path, wire.raw_query, wire.headers, b'{"datastoreName":"y"}')
+    with pytest.raises(AccessDeniedError, match="signature"):
+        swapped.verify(verifier())
+
+
+def test_a_streamed_body_is_verified_by_its_digest() -> None:
+    """Bodies streamed to disk are verified by the SHA-256 computed while receiving them."""
+    import hashlib
+
+    body = b"\x00DICM" * 1000
+    digest = hashlib.sha256(body).hexdigest()
+    wire = _with_content_sha(body, digest)
+    v = verifier()
+    assert v.verify(wire.method, "/datastore", wire.raw_query, wire.headers, payload_sha256=digest) == AK
+    other = hashlib.sha256(body + b"x").hexdigest()
+    with pytest.raises(AccessDeniedError, match="x-amz-content-sha256"):
+        v.verify(wire.method, "/datastore", wire.raw_query, wire.headers, payload_sha256=other)
+    with pytest.raises(AccessDeniedError, match="x-amz-content-sha256"):
+        verifier(local=True).verify(
+            wire.method, "/datastore", wire.raw_query, wire.headers, payload_sha256=other
+        )
