@@ -81,6 +81,8 @@ def load_overrides(
                     dataset = parse_metadata_file(objects.get(bucket, key))
                 except ObjectNotFound:
                     error = f"the file s3://{bucket}/{key} does not exist"
+                except PermissionError as exc:  # the input's store refused the read (owner check)
+                    error = f"reading the file was refused: {exc}"
                 except MetadataFileError as exc:
                     error = f"the file is not one DICOM JSON dataset: {exc}"
         overrides.append(

@@ -45,6 +45,7 @@ COMMIT_RACES = (
 JOB_CRASHED = "Import job failed: {}: {}"
 JOB_MESSAGES = (BUCKET_MISSING, ACCESS_DENIED, TOO_MANY_FILES, TOO_MANY_BYTES, COMMIT_RACES, JOB_CRASHED)
 UNEXPECTED = "Unexpected error while importing the file: {}"
+DENIED = "Reading the file was refused: {}"
 DUPLICATE = (
     "Duplicate SOPInstanceUID {} of {}, which is imported: the first file of a SOP Instance in key "
     "order wins, a later file with different content is not imported"
@@ -173,6 +174,9 @@ class ImportRun:
         if isinstance(result, InstanceRejected):
             matched.update(result.mappings)
             self.outcome.fail(info.key, result.exception_type, result.message)
+            return
+        if isinstance(result, PermissionError):  # the input's store refused the read (owner check)
+            self.outcome.fail(info.key, "AccessDeniedException", DENIED.format(result))
             return
         if isinstance(result, BaseException):
             log.warning("import %s: %s failed: %r", self.job.id, info.key, result)

@@ -64,10 +64,11 @@ class ObjectStore(Protocol):
         ...
 
     def expecting_owner(self, account_id: str) -> ObjectStore:
-        """A view of this store whose requests ask the bucket's owner to be ``account_id``.
+        """A view of this store whose reads ask the bucket's owner to be ``account_id``.
 
-        On S3 every request carries ``x-amz-expected-bucket-owner`` (S3 refuses it with 403 when
-        another account owns the bucket); stores without account owners return themselves.
+        On S3 every ``get`` carries ``x-amz-expected-bucket-owner`` (S3 refuses it with 403 when
+        another account owns the bucket: ``get`` raises ``PermissionError``); stores without account
+        owners return themselves.
         """
         ...
 

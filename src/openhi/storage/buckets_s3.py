@@ -11,6 +11,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import obstore
 from obstore.exceptions import BaseError as ObstoreError
+from obstore.exceptions import PermissionDeniedError
 from obstore.store import S3Store
 
 from openhi.ports.objects import (
@@ -51,6 +52,11 @@ def _env_credentials() -> tuple[str | None, str | None, str | None]:
 
 def _missing_bucket(exc: BaseException) -> bool:
     return "NoSuchBucket" in str(exc)
+
+
+def _denied(exc: BaseException) -> bool:
+    """S3 answered 403 (e.g. ``x-amz-expected-bucket-owner`` names another account)."""
+    return isinstance(exc, PermissionDeniedError) or "403 Forbidden" in str(exc)
 
 
 class S3ObjectStore:
@@ -98,10 +104,12 @@ class S3ObjectStore:
     def __repr__(self) -> str:
         return f"S3ObjectStore({self.endpoint_url!r}, region={self.region!r})"
 
-    def _store(self, bucket: str) -> S3Store:
+    def _store(self, bucket: str, *, owned: bool = True) -> S3Store:
+        """The bucket's store; ``owned``: with the expected-bucket-owner header, if this view has one."""
         validate_bucket(bucket)
+        owner = self._expected_owner if owned else None
         with self._lock:
-            store = self._stores.get(bucket)
+            store = self._stores.get(f"{bucket}/{owner or ''}")
             if store is None:
                 config: dict[str, Any] = {
                     "endpoint": self.endpoint_url,
@@ -116,17 +124,20 @@ class S3ObjectStore:
                 else:
                     config["skip_signature"] = True
                 client: ClientConfig = _CLIENT
-                if self._expected_owner is not None:  # sent (and signed) with every request
-                    headers = {"x-amz-expected-bucket-owner": self._expected_owner}
-                    client = {**_CLIENT, "default_headers": headers}
+                if owner is not None:
+                    client = {**_CLIENT, "default_headers": {"x-amz-expected-bucket-owner": owner}}
                 store = S3Store(bucket, client_options=client, retry_config=_RETRY, **config)
-                self._stores[bucket] = store
+                self._stores[f"{bucket}/{owner or ''}"] = store
             return store
 
     # -- ObjectStore -----------------------------------------------------------------------------
 
     def expecting_owner(self, account_id: str) -> S3ObjectStore:
-        """A copy whose requests carry ``x-amz-expected-bucket-owner: account_id``."""
+        """A copy whose object reads (GET) carry ``x-amz-expected-bucket-owner: account_id``.
+
+        obstore signs this default header on GET requests but not on LIST requests, and S3 refuses
+        unsigned ``x-amz-*`` headers: listings go without it, every object read checks the owner.
+        """
         view = copy.copy(self)  # through __getstate__: no cached stores, a lock of its own
         view._expected_owner = account_id
         return view
@@ -151,6 +162,10 @@ class S3ObjectStore:
             if _missing_bucket(exc):
                 raise BucketNotFound(f"bucket {bucket!r} does not exist") from None
             raise ObjectNotFound(f"s3://{bucket}/{key} does not exist") from None
+        except ObstoreError as exc:
+            if _denied(exc):
+                raise PermissionError(f"S3 refused reading s3://{bucket}/{key} (403)") from None
+            raise
 
     def put(self, bucket: str, key: str, data: bytes) -> None:
         validate_key(key)
@@ -187,7 +202,7 @@ class S3ObjectStore:
 
     def list(self, bucket: str, prefix: str) -> Iterator[ObjectInfo]:
         validate_prefix(prefix)
-        store = self._store(bucket)
+        store = self._store(bucket, owned=False)  # see expecting_owner
         # obstore matches prefixes per path segment: ask for the deepest folder, filter the rest.
         folder = prefix.rpartition("/")[0]
         found: list[ObjectInfo] = []
@@ -200,6 +215,8 @@ class S3ObjectStore:
         except (FileNotFoundError, ObstoreError) as exc:
             if _missing_bucket(exc):
                 raise BucketNotFound(f"bucket {bucket!r} does not exist") from None
+            if _denied(exc):
+                raise PermissionError(f"S3 refused listing s3://{bucket}/{prefix} (403)") from None
             raise
         found.sort(key=lambda info: info.key)
         return iter(found)
