@@ -289,3 +289,27 @@ def test_diff_between_two_versions(openhi_server: Any, medical_imaging: Any, tmp
                      endpoint=openhi_server.endpoint, cwd=elsewhere)  # fmt: skip
     assert unknown.returncode == 2
     assert "ResourceNotFoundException" in one_error_line(unknown, "diff")
+
+
+@pytest.mark.openhi_env(OPENHI_ACCESS_KEY_ID="AKIDCLIIMPORT", OPENHI_SECRET_ACCESS_KEY="cli-import-secret")
+def test_a_server_with_credentials_takes_the_aws_environment_keys(openhi_fresh: Any, tmp_path: Path) -> None:
+    """Every request is really verified: uploads (their body hash), the API calls, report reads, diff."""
+    client = openhi_fresh.client(aws_access_key_id="AKIDCLIIMPORT", aws_secret_access_key="cli-import-secret")
+    ds_id = active_datastore(client, "cli-keys")
+    path = tmp_path / "ct.dcm"
+    path.write_bytes(make_ct_series(1, rows=8, cols=8, seed=15)[0])
+    keys = {"AWS_ACCESS_KEY_ID": "AKIDCLIIMPORT", "AWS_SECRET_ACCESS_KEY": "cli-import-secret"}
+    args = ["import", str(path), "--datastore", ds_id, "--wait"]
+
+    proc = openhi(*args, endpoint=openhi_fresh.endpoint, cwd=tmp_path / "elsewhere", env=keys)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert counts(proc.stdout)["files imported"] == 1
+    set_id = client.search_image_sets(datastoreId=ds_id)["imageSetsMetadataSummaries"][0]["imageSetId"]
+    diff = openhi("diff", "--datastore", ds_id, "--image-set", set_id, "--from", "1", "--to", "1",
+                  endpoint=openhi_fresh.endpoint, cwd=tmp_path / "elsewhere", env=keys)  # fmt: skip
+    assert diff.returncode == 0 and diff.stdout.strip() == "no differences", diff.stdout + diff.stderr
+
+    wrong = {**keys, "AWS_SECRET_ACCESS_KEY": "not-the-secret"}
+    refused = openhi(*args, endpoint=openhi_fresh.endpoint, cwd=tmp_path / "elsewhere", env=wrong)
+    assert refused.returncode == 2
+    assert "AccessDeniedException" in one_error_line(refused, "import")
