@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 from pydicom.datadict import dictionary_VR, tag_for_keyword
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
 from openhi.core.search import parse_criteria
@@ -364,3 +365,18 @@ def test_every_text_value_of_the_aws_example_is_reproduced() -> None:
     for keyword, value in values:
         assert _reproduced(keyword, value) == value, keyword
     assert normalise_document(doc) == doc  # the normaliser leaves an AWS document as it is
+
+
+def test_values_of_converted_elements_follow_the_same_rules() -> None:
+    """Elements pydicom converted already (e.g. from a DICOM JSON metadata file) get the same rule."""
+    ds = Dataset.from_json(
+        {
+            "00100020": {"vr": "LO", "Value": ["ACC-PAT-A "]},
+            "00080008": {"vr": "CS", "Value": ["DERIVED ", "PRIMARY"]},
+            "00081090": {"vr": "LO", "Value": ["i-CAT "]},
+        }
+    )
+    assert element_to_json(ds["PatientID"]) == "ACC-PAT-A"
+    assert element_to_json(ds["ImageType"]) == ["DERIVED", "PRIMARY"]
+    assert element_to_json(ds["ManufacturerModelName"]) == "i-CAT"
+    assert element_to_json(DataElement(0x00100020, "LO", "  ")) is None
