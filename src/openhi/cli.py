@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--policy-file",
-        default=None,
+        default=os.environ.get("OPENHI_POLICY_FILE") or None,
         help="JSON {principals: [{accessKeyId, secretAccessKey, policy}]}: keys limited by IAM-style policies",
     )
     serve.add_argument("--region", default=None, help="region in ARNs (default us-east-1)")
