@@ -15,7 +15,9 @@ if TYPE_CHECKING:
 def _properties(svc: Services, ds: Datastore) -> dict[str, Any]:
     return {
         "datastoreId": ds.id,
-        "datastoreName": ds.name,
+        # The model requires a name in every datastore description but not in CreateDatastore: a
+        # datastore created without one is described under its id.
+        "datastoreName": ds.name if ds.name is not None else ds.id,
         "datastoreStatus": ds.status,
         "kmsKeyArn": ds.kms_key_arn,
         "lambdaAuthorizerArn": ds.lambda_authorizer_arn,
