@@ -92,16 +92,27 @@ def latency_chart(result: dict[str, Any], path: Path) -> Path:
 def ingest_chart(result: dict[str, Any], path: Path) -> Path:
     plt = _plt()
     ing = result["ingest"]
-    labels = ["Orthanc\n1 client", "Orthanc\n4 clients", "openhi\nimport job", "HTJ2K encode\nalone (limit)"]
-    values = [
-        ing["orthanc_c1"]["instances_per_s"],
-        ing["orthanc_c4"]["instances_per_s"],
-        ing["openhi"]["instances_per_s"],
-        ing["codec_limit_instances_per_s"],
+    bars = [
+        ("Orthanc\n1 client", ing["orthanc_c1"]["instances_per_s"], COLORS["orthanc"]),
+        ("Orthanc\n4 clients", ing["orthanc_c4"]["instances_per_s"], COLORS["orthanc"]),
     ]
-    colors = [COLORS["orthanc"], COLORS["orthanc"], COLORS["openhi"], COLORS["limit"]]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.bar(labels, values, color=colors)
+    j2k = ing.get("orthanc_j2k")
+    if j2k is not None:  # 0 when it failed: the bar is missing, the label says so
+        failed = "\n(failed)" if "error" in j2k else ""
+        bars.append((f"Orthanc J2K\ntranscoding{failed}", j2k.get("instances_per_s", 0.0), COLORS["orthanc"]))
+    bars.append(("openhi\nimport job", ing["openhi"]["instances_per_s"], COLORS["openhi"]))
+    if "codec_limit_encode_decode_instances_per_s" in ing:
+        bars.append(
+            (
+                "HTJ2K encode +\ndecode (limit)",
+                ing["codec_limit_encode_decode_instances_per_s"],
+                COLORS["limit"],
+            )
+        )
+    bars.append(("HTJ2K encode\nalone", ing["codec_limit_instances_per_s"], "#bbbbbb"))
+    fig, ax = plt.subplots(figsize=(9, 4))
+    ax.bar([b[0] for b in bars], [b[1] for b in bars], color=[b[2] for b in bars])
+    ax.tick_params(axis="x", labelsize=8)
     ax.set_ylabel("instances/s (512 × 512 int16)")
     ax.set_title("Ingest")
     fig.tight_layout()

@@ -160,23 +160,41 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: floa
     raise RuntimeError(f"{url} did not answer within {timeout}s: {log.read_text()[-2000:]}")
 
 
-def find_dicomweb_plugin() -> Path:
+def _find_plugin(name: str, package: str) -> Path:
     for folder in PLUGIN_DIRS:
-        for pattern in ("libOrthancDicomWeb.so", "libOrthancDicomWeb.so.*"):
+        for pattern in (f"{name}.so", f"{name}.so.*"):
             found = sorted(folder.glob(pattern))
             if found:
                 return found[0]
     raise FileNotFoundError(
-        "Orthanc DICOMweb plugin not found under /usr/share/orthanc/plugins or /usr/lib/orthanc "
-        "(apt-get install orthanc-dicomweb)"
+        f"Orthanc plugin {name} not found under /usr/share/orthanc/plugins or /usr/lib/orthanc "
+        f"(apt-get install {package})"
     )
 
 
-class Orthanc:
-    """Orthanc with its own JSON config, storage and index in ``work``; HTTP on 127.0.0.1 only, no DICOM port."""
+def find_dicomweb_plugin() -> Path:
+    return _find_plugin("libOrthancDicomWeb", "orthanc-dicomweb")
 
-    def __init__(self, work: Path) -> None:
+
+def find_gdcm_plugin() -> Path:
+    return _find_plugin("libOrthancGdcm", "orthanc-gdcm")
+
+
+#: JPEG 2000 Image Compression (Lossless Only): what the transcoding Orthanc stores
+J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"
+
+
+class Orthanc:
+    """Orthanc with its own JSON config, storage and index in ``work``; HTTP on 127.0.0.1 only, no DICOM port.
+
+    With ``transcode`` (a transfer syntax UID), Orthanc transcodes every incoming instance to it before
+    storing it (``IngestTranscoding``), through the GDCM plugin (Debian ``orthanc-gdcm``: GDCM with
+    OpenJPEG), which JPEG 2000 needs: Orthanc's built-in DCMTK transcoder has no JPEG 2000 codec.
+    """
+
+    def __init__(self, work: Path, transcode: str | None = None) -> None:
         self.work = work
+        self.transcode = transcode
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = work / "orthanc.log"
@@ -187,7 +205,7 @@ class Orthanc:
 
     def config(self) -> dict[str, Any]:
         """Orthanc's packaged defaults except for isolation: ports, directories, no remote access, no jobs saved."""
-        return {
+        config: dict[str, Any] = {
             "Name": "openhi-bench",
             "StorageDirectory": str(self.work / "storage"),
             "IndexDirectory": str(self.work / "index"),
@@ -206,6 +224,12 @@ class Orthanc:
             "HttpThreadsCount": 50,
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": False, "Host": "127.0.0.1"},
         }
+        if self.transcode is None:
+            return config
+        config["Plugins"].append(str(find_gdcm_plugin()))
+        config["Gdcm"] = {"Enable": True}  # no "Throttling": GDCM calls not limited (/etc/orthanc has 4)
+        config["IngestTranscoding"] = self.transcode
+        return config
 
     def start(self, timeout: float = 60.0) -> Orthanc:
         if shutil.which("Orthanc") is None:
@@ -223,12 +247,33 @@ class Orthanc:
             raise
         return self
 
+    def get_json(self, path: str, timeout: float = 60.0) -> Any:
+        with urllib.request.urlopen(f"{self.endpoint}{path}", timeout=timeout) as resp:
+            return json.loads(resp.read())
+
+    def stored_syntaxes(self) -> dict[str, int]:
+        """How many stored instances have each transfer syntax (from Orthanc's per-instance metadata)."""
+        counts: dict[str, int] = {}
+        for orthanc_id in self.get_json("/instances"):
+            with urllib.request.urlopen(
+                f"{self.endpoint}/instances/{orthanc_id}/metadata/TransferSyntax", timeout=60
+            ) as resp:
+                syntax = resp.read().decode().strip()
+            counts[syntax] = counts.get(syntax, 0) + 1
+        return counts
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def version(self) -> dict[str, Any]:
         with urllib.request.urlopen(f"{self.endpoint}/system", timeout=5) as resp:
             info: dict[str, Any] = json.loads(resp.read())
         with urllib.request.urlopen(f"{self.endpoint}/plugins/dicom-web", timeout=5) as resp:
             plugin = json.loads(resp.read())
-        return {"orthanc": info.get("Version"), "dicomweb_plugin": plugin.get("Version")}
+        out = {"orthanc": info.get("Version"), "dicomweb_plugin": plugin.get("Version")}
+        if self.transcode is not None:
+            out["gdcm_plugin"] = self.get_json("/plugins/gdcm", timeout=5).get("Version")
+        return out
 
     def delete_study(self, study_uid: str) -> None:
         """Remove a study by its StudyInstanceUID (so an upload can be timed again on an empty store)."""
