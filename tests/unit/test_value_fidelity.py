@@ -380,3 +380,11 @@ def test_values_of_converted_elements_follow_the_same_rules() -> None:
     assert element_to_json(ds["ImageType"]) == ["DERIVED", "PRIMARY"]
     assert element_to_json(ds["ManufacturerModelName"]) == "i-CAT"
     assert element_to_json(DataElement(0x00100020, "LO", "  ")) is None
+
+
+@pytest.mark.skipif(not AWS_EXAMPLE.is_file(), reason="the spec's example documents are not available")
+@pytest.mark.parametrize("path", sorted(AWS_EXAMPLE.parent.glob("*.json")), ids=lambda p: p.name)
+def test_aws_documents_are_left_as_they_are(path: Path) -> None:
+    doc = json.loads(path.read_text())
+    if "Study" in doc:
+        assert normalise_document(doc) == doc
