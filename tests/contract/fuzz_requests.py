@@ -184,16 +184,16 @@ def _doc(**study: Any) -> str:
 def embedded_docs(valid: str) -> list[Any]:
     """Hostile JSON documents for a member that carries one (copiable/updatable/removable attributes)."""
     dicom = [
-        _doc(Patient={"DICOM": {"PatientName": f"FUZZ^{u}"}})
+        _doc(Study={"DICOM": {"StudyDescription": f"FUZZ {u}"}})
         for u in ("\U0001f600", "\u202eRTL", "\x00", "\U0001d11e")
     ]
     texts = [
         "{" * 1000 + "}" * 1000,
         '{"SchemaVersion": 1.1, "Patient": ' + "[" * 500 + "]" * 500 + "}",
-        '{"SchemaVersion": 1.1, "Patient": {"DICOM": {"PatientName": "\\ud800"}}}',
+        '{"SchemaVersion": 1.1, "Study": {"DICOM": {"StudyDescription": "\\ud800"}}}',
         '{"SchemaVersion": 1.1, "Study": {"Series": {"\\udc00": {}}}}',
-        '{"SchemaVersion": 1.1, "Patient": {"DICOM": {"PatientName": 1e400}}}',
-        '{"SchemaVersion": 1.1, "Patient": {"DICOM": {"PatientName": ' + "9" * 4300 + "}}}",
+        '{"SchemaVersion": 1.1, "Study": {"DICOM": {"StudyDescription": 1e400}}}',
+        '{"SchemaVersion": 1.1, "Study": {"DICOM": {"StudyDescription": ' + "9" * 4300 + "}}}",
         '{"SchemaVersion": NaN}',
         "not json",
         "[]",
