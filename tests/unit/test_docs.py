@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from openhi.awsapi.service import load_service_model
-from openhi.handlers.registry import load_all
+from openhi.handlers.loader import load_all
 
 ROOT = Path(__file__).resolve().parents[2]
 
