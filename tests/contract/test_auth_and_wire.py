@@ -199,3 +199,45 @@ def test_aws_cli_talks_to_openhi(openhi_server: RunningServer, tmp_path: Path) -
         timeout=120,
     )
     assert missing.returncode != 0 and "ResourceNotFoundException" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"imageFrameId": "\\ud800"}',  # a lone surrogate: the validation message must still serialize
+        b'{"imageFrameId": "' + "\u20ac".encode() + b'\\udcff"}',
+        b"[" * 5000 + b"]" * 5000,  # nested far beyond any parser's recursion limit
+    ],
+)
+def test_errors_are_always_modeled_json(openhi_server: RunningServer, body: bytes) -> None:
+    client = openhi_server.client()
+    ds = client.list_datastores()["datastoreSummaries"]
+    ds_id = ds[0]["datastoreId"] if ds else client.create_datastore(datastoreName="wire")["datastoreId"]
+    resp = _signed(openhi_server, "POST", f"/datastore/{ds_id}/imageSet/{'0' * 32}/getImageFrame", body)
+    assert resp.headers["x-amzn-errortype"].endswith("Exception"), resp.text
+    assert resp.headers["x-amzn-requestid"]
+    assert resp.headers["content-type"] == "application/json"
+    assert isinstance(resp.json()["message"], str)
+    if b"imageFrameId" in body:
+        assert resp.status_code == 400 and resp.headers["x-amzn-errortype"] == "ValidationException"
+
+
+def test_unsigned_payload_cannot_swap_the_body(secured: RunningServer) -> None:
+    """A request signed with UNSIGNED-PAYLOAD (or with the hash of another body) is refused."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    url = f"{secured.endpoint}/datastore"
+    for declared in ("UNSIGNED-PAYLOAD", None):
+        headers = {"Content-Type": "application/json"}
+        if declared:
+            headers["X-Amz-Content-SHA256"] = declared
+        request = AWSRequest(method="POST", url=url, data=b'{"datastoreName": "signed"}', headers=headers)
+        SigV4Auth(Credentials("AKIDOPENHI", "s3cr3t-value"), "medical-imaging", "us-east-1").add_auth(request)
+        swapped = b'{"datastoreName": "swapped"}'
+        resp = httpx.post(url, content=swapped, headers=dict(request.headers.items()))
+        assert resp.status_code == 403 and resp.headers["x-amzn-errortype"] == "AccessDeniedException"
+    client = secured.client(aws_access_key_id="AKIDOPENHI", aws_secret_access_key="s3cr3t-value")
+    names = [d.get("datastoreName") for d in client.list_datastores()["datastoreSummaries"]]
+    assert "swapped" not in names
