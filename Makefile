@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DATA ?= ./openhi-data
 
-.PHONY: serve test test-distributed demo install install-test lint typecheck bench clean
+.PHONY: serve test test-distributed test-packaging demo install install-test lint typecheck bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -45,6 +45,12 @@ test: install-test
 # default 127.0.0.1:5432/test) + SeaweedFS, 2 API processes, 2 import workers (docs/deploy.md).
 test-distributed: install-test
 	OPENHI_TEST_DEPLOYMENT=distributed $(BIN)/python -m pytest -q tests/contract $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 1; fi; exit $$rc
+
+# The distribution from a fresh environment: sdist + wheel build and `twine check`; a venv with only the
+# core install of the wheel serves and transcodes pydicom's JPEG-LS / JPEG 2000 lossless files to HTJ2K;
+# the same venv with the `testing` extra runs a user's test of the pytest plugin (tests/packaging/run.sh).
+test-packaging: install-test
+	tests/packaging/run.sh $(BIN)/python
 
 # PostgreSQL-backed openhi on loopback: 2 API processes, 2 workers, SeaweedFS; Ctrl-C stops everything.
 demo: install-test
