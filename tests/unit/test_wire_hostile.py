@@ -131,10 +131,41 @@ def test_an_unknown_member_named_with_a_surrogate_is_echoed_escaped() -> None:
     assert "Unknown parameter" in message and "x\\ud800" in message
 
 
-def test_paired_surrogates_emoji_rtl_and_nul_are_text() -> None:
-    body = '{"tags": {"k": "\\ud83d\\ude00 \u202eabc \U0001f600 \\u0000"}}'.encode()
+def test_paired_surrogates_emoji_and_rtl_are_text() -> None:
+    body = '{"tags": {"k": "\\ud83d\\ude00 \u202eabc \U0001f600 \\u0085"}}'.encode()
     params = _request("POST", TAGS_PATH, body=body)
-    assert params["tags"]["k"] == "\U0001f600 \u202eabc \U0001f600 \x00"
+    assert params["tags"]["k"] == "\U0001f600 \u202eabc \U0001f600 \x85"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", TAGS_PATH, b'{"tags": {"k": "a\\u0000b"}}'),
+        ("POST", TAGS_PATH, b'{"tags": {"k\\u0000": "v"}}'),
+        (
+            "POST",
+            f"/datastore/{DS}/searchImageSets",
+            b'{"filters": [{"values": [{"DICOMPatientId": "\\u0000"}], "operator": "EQUAL"}]}',
+        ),
+        (
+            "POST",
+            UPDATE_PATH,
+            json.dumps(
+                {
+                    "DICOMUpdates": {
+                        "updatableAttributes": _b64(
+                            '{"SchemaVersion": 1.1, "Study": {"DICOM": {"StudyDescription": "a\\u0000"}}}'
+                        )
+                    }
+                }
+            ).encode(),
+        ),
+    ],
+)
+def test_nul_characters_are_validation_errors(method: str, path: str, body: bytes) -> None:
+    query = b"latestVersion=1" if path == UPDATE_PATH else b""
+    message = _rejects(method, path, query=query, body=body)
+    assert "U+0000 is not allowed" in message
 
 
 def test_surrogate_inside_updatable_attributes_is_a_validation_error() -> None:

@@ -47,7 +47,14 @@ def safe_text(text: str) -> str:
 
 
 def check_unicode(value: str, path: str) -> None:
-    """Raise ``ValidationError`` when ``value`` is not valid Unicode text (it holds a lone surrogate)."""
+    """Raise ``ValidationError`` when ``value`` is not text every back end stores: it holds a lone
+    surrogate (not Unicode text at all) or U+0000 (PostgreSQL's text type cannot hold it, so a value
+    SQLite would keep could not be stored in the distributed deployment: it is refused in both)."""
+    if "\x00" in value:
+        raise ValidationError(
+            f"Invalid value for parameter {safe_text(path)}: the character U+0000 is not allowed "
+            f"(at character {value.index(chr(0))})"
+        )
     if value.isascii():
         return
     try:

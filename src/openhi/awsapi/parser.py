@@ -22,7 +22,8 @@ from openhi.core.errors import ValidationError
 # - a body or embedded JSON document nested deeper than json_guard.MAX_JSON_DEPTH levels is rejected
 #   before it is parsed;
 # - strings must be valid Unicode: ``json.loads`` turns ``"\ud800"`` into a lone surrogate, which is
-#   rejected wherever it appears (members, map keys and values, embedded JSON documents);
+#   rejected wherever it appears (members, map keys and values, embedded JSON documents), and so is
+#   U+0000, which PostgreSQL cannot store;
 # - unknown members, in the body or the query, are rejected (stricter than botocore, which drops what
 #   it does not model: a typo in a member name fails loudly instead of being ignored); ``null`` means
 #   "absent", as in botocore's rest-json parser;
@@ -206,8 +207,7 @@ def _convert(shape: Shape, value: Any, path: str) -> Any:
     if type_name == "string":
         if not isinstance(value, str):
             raise _type_error(path, "string", value)
-        if not value.isascii():
-            check_unicode(value, path)
+        check_unicode(value, path)
         if shape.name in _EMBEDDED_JSON:
             check_embedded_json(value, path)
         return value
