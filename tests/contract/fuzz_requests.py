@@ -47,6 +47,7 @@ class Wire:
     method: str | None = None
     content_type: str | None = "application/json"
     path_suffix: str = ""
+    accept: str | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,8 @@ def render(op: OperationModel, wire: Wire, subst: dict[str, str]) -> tuple[str, 
     else:
         body = dumps(_substitute(wire.body, subst))
     headers = {"Content-Type": wire.content_type} if wire.content_type is not None else {}
+    if wire.accept is not None:
+        headers["Accept"] = wire.accept
     method = wire.method or op.http["method"]
     return method, path + ("?" + query if query else ""), body, headers
 
@@ -406,13 +409,35 @@ _CONTENT_TYPES = (
 _MAX_HEAD_TEXT = 12_000
 
 
+_ACCEPTS = (
+    "",
+    "*/*",
+    "image/jph",
+    "image/jphc;transfer-syntax=1.2.840.10008.1.2.4.202",
+    "application/octet-stream;q=0",
+    "image/*;q=abc",
+    "image/jph;q=1e400, image/jphc;q=NaN",
+    "text/html",
+    ";;;,,,;==",
+    "image/jph;transfer-syntax=" + "9" * 4301,
+    "a" * 8000,
+)
+
+
 def request_cases(op: OperationModel, base: Wire, subst: dict[str, str]) -> Iterator[Case]:
-    """Whole-request mutations: methods, content types, bodies, query and path shapes."""
+    """Whole-request mutations: methods, content types, Accept, bodies, query and path shapes."""
     for method in _METHODS:
         if method != op.http["method"]:
             yield Case(op.name, f"method {method}", replace(base, method=method))
     for ctype in _CONTENT_TYPES:
         yield Case(op.name, f"content-type {ctype!r}", replace(base, content_type=ctype))
+    for accept in _ACCEPTS:
+        yield Case(op.name, f"accept {accept[:30]!r}", replace(base, accept=accept))
+    for name, member in op.input_shape.members.items():
+        if member.serialization.get("location") == "querystring" and member.type_name == "list":
+            wire_name = member.serialization.get("name", name)
+            many = [(wire_name, f"k{i}") for i in range(member.metadata.get("max", 200) + 1)]
+            yield Case(op.name, f"{name} x{len(many)}", replace(base, query=many))
     valid = render(op, base, subst)[2] or b"{}"
     bodies = [
         valid[: len(valid) // 4],
