@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import import_profile
-from _common import codec_limits, process_tree_cpu, table, write_result
+from _common import codec_limits, process_tree_cpu, process_tree_faults, table, write_result
 
 
 def make_files(n: int, size: int) -> dict[str, bytes]:
@@ -91,7 +91,7 @@ def full_import(
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         spy = import_profile.start(pid, profile, native) if profile is not None else None
-        cpu0 = process_tree_cpu(pid)
+        cpu0, faults0 = process_tree_cpu(pid), process_tree_faults(pid)
         t0, wall0 = time.perf_counter(), time.time()
         job = client.start_dicom_import_job(
             datastoreId=ds_id, dataAccessRoleArn=ROLE, inputS3Uri=uri, outputS3Uri="s3://bench-out/x/"
@@ -103,7 +103,7 @@ def full_import(
             step=0.2,
         )
         observed = time.perf_counter() - t0
-        cpu1 = process_tree_cpu(pid)
+        cpu1, faults1 = process_tree_cpu(pid), process_tree_faults(pid)
         # the job's own end (endedAt, ms precision, same clock) rather than when a 0.2 s poll noticed it
         elapsed = props["endedAt"].timestamp() - wall0 if props.get("endedAt") else observed
         if spy is not None:
@@ -117,6 +117,11 @@ def full_import(
             "server_cpu_ms_per_instance": (cpu1.get(str(pid), 0.0) - cpu0.get(str(pid), 0.0)) * 1e3 / n,
             "workers_cpu_ms_per_instance": sum(v - cpu0.get(k, 0.0) for k, v in cpu1.items() if k != str(pid))
             * 1e3
+            / n,
+            "server_minor_faults_per_instance": (faults1.get(str(pid), 0) - faults0.get(str(pid), 0)) / n,
+            "workers_minor_faults_per_instance": sum(
+                v - faults0.get(k, 0) for k, v in faults1.items() if k != str(pid)
+            )
             / n,
             "seconds": elapsed,
             "seconds_observed_by_polling": observed,
@@ -199,6 +204,13 @@ def main() -> None:
         + "; codec (encode, decode): "
         + ", ".join(
             f"({x['encode_cpu_ms_per_instance']:.2f}, {x['decode_cpu_ms_per_instance']:.2f})" for x in limits
+        )
+    )
+    print(
+        "minor page faults per instance (server process, pixel workers): "
+        + ", ".join(
+            f"({r['server_minor_faults_per_instance']:.0f}, {r['workers_minor_faults_per_instance']:.0f})"
+            for r in results
         )
     )
     if len(ratios) > 1:
