@@ -362,6 +362,8 @@ def take_recorded() -> list[Violation]:
 
 
 def _after_call(http_response: Any, model: Any, **_: Any) -> None:
+    if http_response is None or getattr(http_response, "raw", None) is None:
+        return  # a stubbed response (botocore.stub.Stubber): nothing came over the wire
     status = int(http_response.status_code)
     streamed = status < 300 and model.has_streaming_output
     body = None if streamed else http_response.content
