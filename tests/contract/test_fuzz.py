@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import base64
 import collections
-import http.client
 import json
 import time
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 import pytest
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
 
-from contract.fuzz_requests import LATEST, Case, Wire, all_cases, render
+from contract.fuzz_requests import LATEST, Case, Connection, Wire, all_cases, render, signed_headers
 from contract.helpers import active_datastore, wait_for
 from contract.imaging import ROLE, metadata, run_import, stage
 from dicom_factory import make_ct_series
@@ -28,7 +24,6 @@ from openhi.testing import RunningServer
 
 CASES = 6000
 MISSING = "0" * 32
-CREDENTIALS = Credentials("openhi-test", "openhi-test-secret")
 #: answered before any operation is known (no route for the method and path): not an operation's error
 ROUTING_ERRORS = frozenset({"UnknownOperationException"})
 
@@ -200,49 +195,6 @@ class Target:
         return dict(head)
 
 
-class Connection:
-    """One keep-alive HTTP/1.1 connection; reopened when the server closes it."""
-
-    def __init__(self, endpoint: str) -> None:
-        parts = urlsplit(endpoint)
-        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
-        self.conn: http.client.HTTPConnection | None = None
-
-    def send(
-        self, method: str, path: str, body: bytes, headers: dict[str, str]
-    ) -> tuple[int, dict[str, str], bytes]:
-        for attempt in (0, 1):
-            if self.conn is None:
-                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=120)
-            try:
-                self.conn.request(method, path, body=body, headers=headers)
-                response = self.conn.getresponse()
-                data = response.read()
-            except (http.client.HTTPException, OSError):
-                self.conn.close()
-                self.conn = None
-                if attempt:
-                    raise
-                continue
-            if response.will_close:
-                self.conn.close()
-                self.conn = None
-            return response.status, {k.lower(): v for k, v in response.getheaders()}, data
-        raise AssertionError("unreachable")
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-
-
-def _signed_headers(
-    endpoint: str, method: str, path: str, body: bytes, headers: dict[str, str]
-) -> dict[str, str]:
-    request = AWSRequest(method=method, url=endpoint + path, data=body, headers=headers)
-    SigV4Auth(CREDENTIALS, "medical-imaging", "us-east-1").add_auth(request)
-    return dict(request.headers.items())
-
-
 class Outcomes:
     """What the cases did: status histogram, problems, and the changes the accepted ones made."""
 
@@ -320,7 +272,7 @@ def _run(target: Target, cases: list[Case]) -> Outcomes:
         for case in cases:
             op = model.operation_model(case.op)
             method, path, body, headers = render(op, case.wire, {LATEST: target.latest})
-            signed = _signed_headers(endpoint, method, path, body, headers)
+            signed = signed_headers(endpoint, method, path, body, headers)
             status, response_headers, data = conn.send(method, path, body, signed)
             outcomes.statuses[status] += 1
             if status >= 500:
@@ -358,7 +310,7 @@ def _check_bases(target: Target) -> None:
                 params = parse_request(op, labels, query.encode(), {}, body)
                 validate_params(op.input_shape, params)
                 if name.startswith(("Get", "List", "Search")):
-                    signed = _signed_headers(target.server.endpoint, method, path, body, headers)
+                    signed = signed_headers(target.server.endpoint, method, path, body, headers)
                     status, _, data = conn.send(method, path, body, signed)
                     assert status == 200, (name, status, data[:300])
     finally:
@@ -373,7 +325,7 @@ def target(openhi_server: RunningServer) -> Target:
 def test_fuzzed_requests_never_fail_the_server(target: Target) -> None:
     model = load_service_model()
     cases = all_cases(model, target.bases(), {LATEST: target.latest}, total=CASES)
-    assert len(cases) >= 5000
+    assert len(cases) >= 5000, f"only {len(cases)} cases"
     assert {c.op for c in cases} == set(model.operation_names)
     _check_bases(target)
     before = target.snapshot()
@@ -421,7 +373,7 @@ def test_openhi_diff_with_out_of_range_versions(target: Target, version: str) ->
     conn = Connection(target.server.endpoint)
     try:
         status, headers, body = conn.send(
-            "GET", path, b"", _signed_headers(target.server.endpoint, "GET", path, b"", {})
+            "GET", path, b"", signed_headers(target.server.endpoint, "GET", path, b"", {})
         )
     finally:
         conn.close()
