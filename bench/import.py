@@ -1,7 +1,8 @@
 """Import throughput: the import job through the API against the HTJ2K codec limit (encode + verification decode).
 
-Usage: .venv/bin/python bench/import.py [--n 1000] [--size 512] [--repeat 1] [--profile]
-Prints a table and writes bench/results/import-<stamp>.json. ``--repeat`` runs all measures that many
+Usage: .venv/bin/python bench/import.py [--n 300] [--size 512] [--repeat 1] [--profile [--native]]
+The input is one CT series, the same as bench/peers.py's (``--n 300``: the very same files). Prints a
+table and writes bench/results/import-<stamp>.json. ``--repeat`` runs all measures that many
 times and reports medians (the machine is shared). ``--profile`` samples the server and its pixel
 workers with py-spy during the job and prints where each process spent its samples, by component and
 by function (raw collapsed stacks under bench/results/import-profile-<stamp>.txt).
@@ -29,18 +30,15 @@ from typing import Any
 import import_profile
 from _common import codec_limits, process_tree_cpu, process_tree_faults, table, write_result
 
+SEED = 20240101  # bench/peers.py's: with --n 300 the very series its goal is measured on
+
 
 def make_files(n: int, size: int) -> dict[str, bytes]:
-    """``n`` CT slices (``size`` × ``size`` int16, explicit VR LE) by name, 50 per generated series part."""
+    """One CT series of ``n`` slices (``size`` × ``size`` int16, explicit VR LE) by name: the peer corpus."""
     from dicom_factory import make_ct_series
 
-    files: dict[str, bytes] = {}
-    batch = 50
-    for start in range(0, n, batch):
-        count = min(batch, n - start)
-        for i, data in enumerate(make_ct_series(count, rows=size, cols=size, seed=start)):
-            files[f"ct/{start + i:06d}.dcm"] = data
-    return files
+    series = make_ct_series(n, rows=size, cols=size, seed=SEED, patient_id="CT0001")
+    return {f"ct/{i:06d}.dcm": data for i, data in enumerate(series)}
 
 
 def _rss_tree(pid: int) -> int:
@@ -136,7 +134,7 @@ GOAL = 0.8  # import >= GOAL x (encode + verification decode limit)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--n", type=int, default=300, help="instances (300: the goal's series)")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--repeat", type=int, default=1, help="runs of all measures; medians reported")
     parser.add_argument("--profile", action="store_true", help="py-spy the server and pixel workers")
