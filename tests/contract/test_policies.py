@@ -106,7 +106,7 @@ def world(openhi_fresh: Any, tmp_path: Path) -> World:
     path.write_text(json.dumps(_policies(a)))
     openhi_fresh.env["OPENHI_POLICY_FILE"] = str(path)
     openhi_fresh.restart()
-    openhi_fresh.wait_ready()
+    wait_for(lambda: admin.get_datastore(datastoreId=a.ds)["datastoreProperties"]["datastoreStatus"], bool)
     return World(openhi_fresh, admin, a, b)
 
 
