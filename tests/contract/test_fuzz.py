@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import collections
 import json
+import os
 import time
 from typing import Any
 from urllib.parse import parse_qsl
@@ -22,7 +23,9 @@ from openhi.awsapi.service import load_service_model
 from openhi.awsapi.validate import validate_params
 from openhi.testing import RunningServer
 
-CASES = 6000
+#: cases per run (at least 5,000); OPENHI_FUZZ_CASES and OPENHI_FUZZ_SEED run a longer or another campaign
+CASES = max(5000, int(os.environ.get("OPENHI_FUZZ_CASES", "6000")))
+SEED = int(os.environ.get("OPENHI_FUZZ_SEED", "13"))
 MISSING = "0" * 32
 #: answered before any operation is known (no route for the method and path): not an operation's error
 ROUTING_ERRORS = frozenset({"UnknownOperationException"})
@@ -324,7 +327,7 @@ def target(openhi_server: RunningServer) -> Target:
 
 def test_fuzzed_requests_never_fail_the_server(target: Target) -> None:
     model = load_service_model()
-    cases = all_cases(model, target.bases(), {LATEST: target.latest}, total=CASES)
+    cases = all_cases(model, target.bases(), {LATEST: target.latest}, total=CASES, seed=SEED)
     assert len(cases) >= 5000, f"only {len(cases)} cases"
     assert {c.op for c in cases} == set(model.operation_names)
     _check_bases(target)
@@ -337,7 +340,9 @@ def test_fuzzed_requests_never_fail_the_server(target: Target) -> None:
 
     summary = (
         f"{len(cases)} cases in {elapsed:.1f} s; statuses {dict(sorted(outcomes.statuses.items()))}; "
-        f"error types {dict(outcomes.errors.most_common())}"
+        f"error types {dict(outcomes.errors.most_common())}; accepted writes: "
+        f"{len(outcomes.created_datastores)} datastores, {outcomes.updates} updates, "
+        f"{len(outcomes.created_image_sets)} copies, {len(outcomes.started_jobs)} import jobs"
     )
     print("\nfuzz:", summary)
     assert not outcomes.problems, f"{len(outcomes.problems)} problems in {summary}:\n" + "\n".join(
