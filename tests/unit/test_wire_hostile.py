@@ -268,7 +268,5 @@ def test_out_of_range_timestamps_are_validation_errors(value: bytes) -> None:
 
 
 def test_a_huge_integer_is_described_not_echoed() -> None:
-    message = _rejects(
-        "POST", f"/datastore/{DS}/searchImageSets", body=b'{"maxResults": 1' + b"0" * 500 + b"}"
-    )
+    message = _rejects("GET", "/datastore", query=b"maxResults=1" + b"0" * 500)
     assert "Value of 501 digits at 'maxResults'" in message and "less than or equal to 50" in message
