@@ -80,7 +80,8 @@ def _show(value: Any, sensitive: bool) -> str:
     if isinstance(value, bytes):
         return "Value"
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 400:
-        return f"Value of {len(str(abs(value)))} digits"
+        # str() only well below the 4,300 digits past which Python refuses the conversion
+        return f"Value of {len(str(abs(value))) if value.bit_length() < 14_000 else 'over 4,200'} digits"
     text = str(value)
     if len(text) > _MAX_SHOWN:
         text = text[:_MAX_SHOWN] + "..."
