@@ -46,7 +46,10 @@ def put_object(services: Services, request: Request) -> WireResponse:
     bucket, key = _where(request)
     if request.body_file is None:
         raise ValidationError("The upload has no body.")
-    services.env.objects.put_file(bucket, key, request.body_file)
+    try:
+        services.env.objects.put_file(bucket, key, request.body_file)
+    except BucketNotFound:
+        raise NotFoundError(f"Bucket {bucket} does not exist in the server's object store.") from None
     return _json({"uri": f"s3://{bucket}/{key}", "size": request.body_size})
 
 
