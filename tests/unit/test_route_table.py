@@ -169,3 +169,34 @@ def test_startup_refusal_names_the_package(monkeypatch: pytest.MonkeyPatch) -> N
     with pytest.raises(StartupError) as info:
         check_codecs()
     assert "pylibjpeg-openjpeg" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_streamed_body_over_its_limit_is_a_413_validation_error(services: Services) -> None:
+    from openhi.auth.routes import Body
+
+    def handler(services: Any, request: Request) -> WireResponse:
+        raise AssertionError("the handler must not run")
+
+    route = Route("PUT", "/openhi/up", "openhi:PutImportInput", handler, body=Body.FILE, max_body=8)
+    app = OpenHIApp(services, _LocalAnySignature(None), routes=RouteTable([route]))
+    sent: list[dict[str, Any]] = []
+    chunks = [b"12345", b"67890", b"never read"]
+    scope = {
+        "type": "http",
+        "method": "PUT",
+        "path": "/openhi/up",
+        "raw_path": b"/openhi/up",
+        "query_string": b"",
+        "headers": [(b"host", b"localhost"), (b"x-amz-content-sha256", b"0" * 64)],
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": chunks.pop(0), "more_body": True}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    anyio.run(app, scope, receive, send)
+    assert sent[0]["status"] == 413
+    assert dict(sent[0]["headers"])[b"x-amzn-errortype"] == b"ValidationException"
+    assert chunks == [b"never read"]  # reading stopped at the limit
