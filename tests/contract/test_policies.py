@@ -232,8 +232,12 @@ def snapshot(world: World) -> Any:
 
 
 def settle(world: World) -> None:
-    """Wait until no image set is LOCKED (copies, updates and deletes finish in the background)."""
-    wait_for(lambda: snapshot(world), lambda s: "LOCKED" not in repr(s), timeout=60, step=0.1)
+    """Wait until nothing is in transition: image sets LOCKED by copies, updates and deletes, datastores
+    CREATING or DELETING (they finish in the background)."""
+    transient = ("'LOCKED'", "'CREATING'", "'DELETING'")
+    wait_for(
+        lambda: snapshot(world), lambda s: not any(t in repr(s) for t in transient), timeout=60, step=0.1
+    )
 
 
 def test_the_cases_cover_every_operation_of_the_model() -> None:
