@@ -29,6 +29,9 @@ _FLOAT_VRS = frozenset({"FL", "FD"})
 _JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
 
+#: Top-level elements left out: Pixel Data (added from the frames), trailing padding, the original encapsulation.
+_NOT_IN_JSON = PIXEL_TAGS | {0x7FE00001, 0x7FE00002, 0xFFFCFFFC}
+
 BulkDataURI = Callable[[str], str]
 
 
@@ -103,7 +106,7 @@ class _Builder:
         tagged = []
         for key, value in attrs.items():
             tag = key_tag(key)
-            if tag is None or (top and (tag >> 16 == 0x0002 or tag in PIXEL_TAGS)):
+            if tag is None or (top and (tag >> 16 == 0x0002 or tag in _NOT_IN_JSON)):
                 continue  # group 0002 is not part of the DICOM JSON; Pixel Data is added by the caller
             tagged.append((tag, key, value))
         tagged.sort(key=lambda t: t[0])
@@ -163,6 +166,7 @@ def instance_dicom_json(
     if bulkdata_uri is not None and view.frame_ids:
         vr = "OB" if ctx.bits_allocated is not None and ctx.bits_allocated <= 8 else "OW"
         out[f"{PIXEL_DATA:08X}"] = {"vr": vr, "BulkDataURI": bulkdata_uri(f"{PIXEL_DATA:08X}")}
+        out = dict(sorted(out.items()))
     return out
 
 
