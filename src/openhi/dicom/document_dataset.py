@@ -43,7 +43,7 @@ def _element(tag: int, key: str, vr: str, value: Any) -> DataElement:
         if not isinstance(value, str):
             raise DocumentValueError(f"{key}: VR {vr} expects base64 text")
         try:
-            return DataElement(tag, vr, base64.b64decode(value), validation_mode=config.IGNORE)
+            return DataElement(tag, vr, base64.b64decode(value, validate=True), validation_mode=config.IGNORE)
         except binascii.Error as exc:
             raise DocumentValueError(f"{key}: invalid base64: {exc}") from exc
     values = value if isinstance(value, list) else [value]
