@@ -10,6 +10,9 @@ import urllib.request
 from typing import Any
 
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
 from contract.imaging import run_import, wait_active
 from contract.test_updates import Lab, instance_path, series_of
@@ -114,8 +117,12 @@ def _diff_url(lab: Lab, set_id: str, query: str) -> str:
 
 
 def _get(url: str) -> tuple[int, dict[str, Any]]:
+    """A SigV4-signed GET: the /openhi routes authenticate like the API (any signature in local mode)."""
+    signed = AWSRequest(method="GET", url=url, data=b"")
+    SigV4Auth(Credentials("local", "local"), "medical-imaging", "us-east-1").add_auth(signed)
+    request = urllib.request.Request(url, headers=dict(signed.headers.items()))
     try:
-        with urllib.request.urlopen(url) as resp:
+        with urllib.request.urlopen(request) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read())

@@ -222,10 +222,6 @@ def test_documents_of_earlier_versions_are_served_normalised(openhi_fresh: Runni
     assert metadata(client, ds, set_id, "1") == current  # the earlier version, normalised on read
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core/updates.py stores update values as given: _Patch._attrs needs normalise_value (text_values)",
-)
 def test_padded_update_values_are_stored_unpadded(odd: Odd) -> None:
     client = odd.client
     latest = client.get_image_set(datastoreId=odd.ds, imageSetId=odd.set_id)["versionId"]

@@ -18,7 +18,7 @@ from dicom_factory import uid
 from openhi.testing import RunningServer
 
 RESTART_MESSAGE = (
-    "INTERNAL_ERROR:  the server stopped before the operation finished; the previous version is unchanged."
+    "INTERNAL_ERROR:  the server stopped before the operation finished, the previous version is unchanged."
 )
 DELAY = "OPENHI_TEST_WRITE_DELAY_SECONDS"
 

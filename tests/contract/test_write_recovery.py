@@ -10,7 +10,7 @@ from contract.test_updates import Lab
 from openhi.testing import RunningServer
 
 RESTART_MESSAGE = (
-    "INTERNAL_ERROR:  the server stopped before the operation finished; the previous version is unchanged."
+    "INTERNAL_ERROR:  the server stopped before the operation finished, the previous version is unchanged."
 )
 DELAY = "OPENHI_TEST_WRITE_DELAY_SECONDS"
 BEAT = {"OPENHI_WRITE_HEARTBEAT_SECONDS": "0.2"}  # a dead process is noticed within ~0.6 s

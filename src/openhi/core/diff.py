@@ -56,10 +56,19 @@ def diff_documents(a: dict[str, Any], b: dict[str, Any]) -> list[Change]:
     return changes
 
 
+#: the largest version number an index can hold (a signed 64-bit integer)
+_MAX_VERSION = 2**63 - 1
+
+
 def _version(text: str | None, name: str) -> int:
-    if text is None or not text.isdigit() or int(text) < 1:
+    if text is None or not text.isascii() or not text.isdigit():
         raise ValidationError(f"Query parameter '{name}' must be a version number (1, 2, ...).")
-    return int(text)
+    digits = text.lstrip("0")
+    if not digits:
+        raise ValidationError(f"Query parameter '{name}' must be a version number (1, 2, ...).")
+    if len(digits) > 19 or int(digits) > _MAX_VERSION:
+        raise NotFoundError(f"Version {digits[:24]}{'...' if len(digits) > 24 else ''} does not exist.")
+    return int(digits)
 
 
 def diff_versions(

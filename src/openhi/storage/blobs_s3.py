@@ -18,7 +18,7 @@ from openhi.core.errors import ValidationError
 from openhi.ports.blobs import BlobConflict, BlobNotFound
 from openhi.ports.objects import parse_s3_uri
 from openhi.storage.buckets_s3 import _CLIENT, _RETRY, _env_credentials
-from openhi.storage.registry import ConfigurationError
+from openhi.storage.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from obstore.store import RetryConfig
