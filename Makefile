@@ -57,7 +57,7 @@ demo: install-test
 	$(BIN)/python -m openhi.demo --port $(PORT) $(DEMO_ARGS)
 
 # The peer benchmark (docs/benchmarks.md): Orthanc, nginx and wrk come from Debian's packages.
-BENCH_DEBS := orthanc orthanc-dicomweb nginx wrk gcc
+BENCH_DEBS := orthanc orthanc-dicomweb orthanc-gdcm nginx wrk gcc
 bench: $(BIN)/python
 	@missing=$$(for p in $(BENCH_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
