@@ -84,14 +84,14 @@ def differences(source: Dataset, rebuilt: Dataset, path: str = "") -> list[str]:
     """What differs between a source dataset and its rebuilt copy, under the documented rules.
 
     Not compared: group lengths, Pixel Data encoding elements (Pixel Data, Extended Offset Table,
-    trailing padding), Pixel Data inside sequence items (icons: the import keeps no value there),
+    trailing padding),
     Photometric Interpretation and Planar Configuration (the transfer syntax decides them). Text of a
     padded VR is compared without trailing spaces/NULs; US/SS and OB/OW may differ where the value fits both.
     """
     diffs: list[str] = []
     for elem in source:
         tag = int(elem.tag)
-        if tag & 0xFFFF == 0 or tag in NOT_CARRIED or tag in PIXEL_ENCODING or (path and tag in PIXEL_TAGS):
+        if tag & 0xFFFF == 0 or tag in NOT_CARRIED or (not path and tag in PIXEL_ENCODING):
             continue
         name = f"{path}{elem.tag} {elem.keyword}"
         if tag not in rebuilt:
@@ -109,7 +109,7 @@ def differences(source: Dataset, rebuilt: Dataset, path: str = "") -> list[str]:
             diffs.append(f"{name}: {str(elem.value)[:80]!r} != {str(other.value)[:80]!r}")
     for elem in rebuilt:
         tag = int(elem.tag)
-        if tag not in source and tag not in PIXEL_TAGS and tag not in PIXEL_ENCODING:
+        if tag not in source and not (not path and (tag in PIXEL_TAGS or tag in PIXEL_ENCODING)):
             diffs.append(f"{path}{elem.tag} {elem.keyword}: not in the source")
     return diffs
 

@@ -137,7 +137,10 @@ def _converted_json(elem: DataElement, encodings: Encodings, vrs: VRMap | None, 
     if vr == "SQ":
         if not value:
             return None
-        return [{key: v for _, key, v in _iter_json(item, encodings, vrs, little_endian)} for item in value]
+        return [
+            {key: v for _, key, v in _iter_json(item, encodings, vrs, little_endian, top=False)}
+            for item in value
+        ]
     if vr in BINARY_VRS:
         return "" if value is None else _binary_json(bytes(value), vr, little_endian)
     if value is None or value == "" or value == b"":
@@ -203,9 +206,14 @@ def _element_vr(ds: Dataset, tag: int, item: DataElement | RawDataElement) -> st
 
 
 def _iter_json(
-    ds: Dataset, encodings: Encodings, vrs: VRMap | None, little_endian: bool
+    ds: Dataset, encodings: Encodings, vrs: VRMap | None, little_endian: bool, *, top: bool = True
 ) -> Iterator[tuple[int, str, Any]]:
-    """Yield ``(tag, key, value)`` per top-level element of ``ds``, in the dataset's order."""
+    """Yield ``(tag, key, value)`` per top-level element of ``ds``, in the dataset's order.
+
+    Pixel Data of the dataset itself (``top``) is bulk data with no JSON value (its frames are stored
+    apart); Pixel Data inside a sequence item (an icon image) is an ordinary binary value and is kept.
+    """
+    bulk = _BULK_PIXELS if top else frozenset()
     charset = ds.get_item(0x00080005)
     if charset is not None:
         encodings = convert_encodings(ds.SpecificCharacterSet) if ds.SpecificCharacterSet else encodings
@@ -215,15 +223,15 @@ def _iter_json(
             continue  # retired group lengths (other than the file meta group's) are not carried
         if isinstance(item, RawDataElement) and item.value is None:
             item = ds.get_item(tag)  # a deferred read: pydicom reads (and converts) it
-        if isinstance(item, RawDataElement) and tag == PIXEL_DATA and item.VR in _EXPLICIT_PIXEL_VRS:
+        if top and isinstance(item, RawDataElement) and tag == PIXEL_DATA and item.VR in _EXPLICIT_PIXEL_VRS:
             value = None  # bulk data has no JSON value; converting it would change nothing, so it stays raw
         elif isinstance(item, RawDataElement):
             value = _raw_json(tag, item, encodings)
             if value is _NOT_RAW:
                 elem = ds[tag]  # pydicom converts it (and corrects an ambiguous VR)
-                value = None if tag in _BULK_PIXELS else _converted_json(elem, encodings, vrs, little_endian)
+                value = None if tag in bulk else _converted_json(elem, encodings, vrs, little_endian)
         else:  # converted already: ds[tag] would return this very element
-            value = None if tag in _BULK_PIXELS else _converted_json(item, encodings, vrs, little_endian)
+            value = None if tag in bulk else _converted_json(item, encodings, vrs, little_endian)
         key, is_keyword = tag_key(tag)
         if not is_keyword and vrs is not None:
             vrs[key] = _element_vr(ds, tag, item)
