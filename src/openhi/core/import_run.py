@@ -29,7 +29,7 @@ from openhi.dicom.document import (
 )
 from openhi.dicom.instance import InstanceRejected, ProcessedInstance
 from openhi.ports.index import VersionCommit
-from openhi.ports.objects import BucketNotFound, ObjectInfo, parse_s3_uri
+from openhi.ports.objects import BucketNotFound, ObjectInfo, ObjectNotFound, ObjectStore, parse_s3_uri
 
 log = logging.getLogger("openhi.import")
 
@@ -73,6 +73,7 @@ class ImportRun:
         self.worker_id = worker_id
         self.lost = lost or threading.Event()
         self.outcome = Outcome()
+        self._input: tuple[ObjectStore, str] | None = None  # (store, bucket) the job reads
 
     def run(self) -> None:
         job = self.job
@@ -104,6 +105,7 @@ class ImportRun:
             return BUCKET_MISSING.format(bucket)
         except PermissionError as exc:
             return ACCESS_DENIED.format(bucket, f" (expected owner {owner})" if owner else "", exc)
+        self._input = (source, bucket)
         sizes = {o.key: o.size for o in objects}
         overrides, metadata_files = load_overrides(
             source, bucket, prefix, self.job.import_configuration, sizes
@@ -189,11 +191,22 @@ class ImportRun:
             self.outcome.success.append((info.key, result))
             return
         self._drop_frames(result)  # the instance is stored once, from the first file
-        first_key, first_instance = first
-        if result.content_sha256 == first_instance.content_sha256:
+        first_key = first[0]
+        if self._same_bytes(first_key, info.key):
             self.outcome.duplicates.append((info.key, result, first_key))
         else:
             self.outcome.fail(info.key, "ValidationException", DUPLICATE.format(result.sop_uid, first_key))
+
+    def _same_bytes(self, first_key: str, key: str) -> bool:
+        """Whether two input files are byte for byte the same (read again: duplicates are rare, so no
+        file pays for a hash up front). A file that cannot be read again counts as different."""
+        if self._input is None:
+            return False
+        store, bucket = self._input
+        try:
+            return store.get(bucket, first_key) == store.get(bucket, key)
+        except (OSError, ObjectNotFound, BucketNotFound):
+            return False
 
     def _drop_frames(self, p: ProcessedInstance) -> None:
         keys = [frame_key(self.job.datastore_id, f["ID"]) for f in p.instance.get("ImageFrames", [])]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -82,7 +81,6 @@ class ProcessedInstance:
     instance: dict[str, Any]
     frames: list[StoredFrame]
     warnings: list[dict[str, Any]] = field(default_factory=list)
-    content_sha256: str = ""  # of the file's bytes: tells an identical duplicate from a different one
     metadata_bytes: int = 0  # size of the instance's attributes (every level) as JSON
     mappings: tuple[int, ...] = ()  # dicomMetadataMappings applied, by position
 
@@ -356,7 +354,6 @@ def _process(
         instance=node,
         frames=[StoredFrame(entry["ID"], blob) for entry, blob in zip(entries, frames, strict=True)],
         warnings=warnings,
-        content_sha256=hashlib.sha256(data).hexdigest(),
         metadata_bytes=metadata_bytes,
         mappings=mappings,
     )
