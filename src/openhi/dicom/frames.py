@@ -86,6 +86,19 @@ class PixelInfo:
         """Uncompressed frame size in bytes (1-bit data counts one byte per pixel once unpacked)."""
         return self.frame_pixels * max(1, (self.bits_allocated + 7) // 8)
 
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """Little-endian dtype of one native sample (8, 16, 32 or 64 bits)."""
+        size = max(1, (self.bits_allocated + 7) // 8)
+        return np.dtype(f"<{'i' if self.signed else 'u'}{size}")
+
+    @property
+    def native_frame_bytes(self) -> int:
+        """Bytes of one frame of native Pixel Data (bit-packed frames: rounded up to whole bytes)."""
+        if self.bits_allocated == 1:
+            return (self.frame_pixels + 7) // 8
+        return self.frame_pixels * self.dtype.itemsize
+
 
 def pixel_info(ds: Dataset) -> PixelInfo:
     """Read the Image Pixel module; raise ``PixelDataError`` when a required value is missing/invalid."""

@@ -17,14 +17,15 @@ from openhi import __version__
 from openhi.codec import transfer_syntax as tsx
 from openhi.codec.j2k import decode_j2k_part1, encode_j2k_lossless
 from openhi.dicom.document_dataset import DocumentValueError, build_dataset
+from openhi.dicom.frames import PixelInfo
 from openhi.dicom.instance_view import InstanceView
 from openhi.dicom.stored_frames import (
     J2K_FAMILY,
     LOSSLESS,
-    ImageFormat,
     TranscodeUnavailable,
     codestream,
     decode_frame,
+    image_format,
     native_bytes,
     uses_mct,
 )
@@ -100,7 +101,7 @@ def _encapsulated(frames: list[bytes]) -> tuple[bytes, tuple[bytes, bytes] | Non
     return data, (offsets, lengths)
 
 
-def _stored_pixels(ds: Dataset, stored: str, fmt: ImageFormat, frames: list[bytes]) -> None:
+def _stored_pixels(ds: Dataset, stored: str, fmt: PixelInfo, frames: list[bytes]) -> None:
     if stored in tsx.NATIVE:
         ds.add(DataElement(0x7FE00010, "OW" if fmt.bits_allocated > 8 else "OB", _native_join(fmt, frames)))
         return
@@ -120,7 +121,7 @@ def _set_encapsulated(ds: Dataset, frames: list[bytes]) -> None:
         ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths = extended
 
 
-def _native_join(fmt: ImageFormat, frames: list[bytes]) -> bytes:
+def _native_join(fmt: PixelInfo, frames: list[bytes]) -> bytes:
     if fmt.bits_allocated == 1:  # each stored frame is packed from bit 0: repack them as one bit stream
         bits = fmt.rows * fmt.columns * fmt.samples
         unpacked = [np.unpackbits(np.frombuffer(f, np.uint8), bitorder="little")[:bits] for f in frames]
@@ -130,7 +131,7 @@ def _native_join(fmt: ImageFormat, frames: list[bytes]) -> bytes:
     return data + b"\x00" if len(data) % 2 else data
 
 
-def _decoded(ds: Dataset, view: InstanceView, fmt: ImageFormat, frames: list[bytes], target: str) -> None:
+def _decoded(ds: Dataset, view: InstanceView, fmt: PixelInfo, frames: list[bytes], target: str) -> None:
     stored = view.stored_transfer_syntax or tsx.EXPLICIT_VR_LE
     arrays: list[np.ndarray] = []
     photometric = fmt.photometric
@@ -198,7 +199,7 @@ def rebuild_dataset(view: InstanceView, frames: Frames, transfer_syntax: str | N
     ds.file_meta = _file_meta(view, ds, target)
     if view.frame_ids:
         try:
-            fmt = ImageFormat.of(view.attributes)
+            fmt = image_format(view.attributes)
         except ValueError as exc:
             raise TranscodeUnavailable(target, stored, f"invalid Image Pixel module: {exc}") from exc
         data = [frames(frame_id) for frame_id in view.frame_ids]

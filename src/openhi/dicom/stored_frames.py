@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -14,6 +13,7 @@ from pydicom.uid import UID
 from openhi.codec import transfer_syntax as tsx
 from openhi.codec.j2k import decode_j2k
 from openhi.codec.jph import is_jp2_family, unwrap
+from openhi.dicom.frames import PixelInfo
 
 #: JPEG 2000 family syntaxes: decoded with openhi's own codec (OpenJPH / OpenJPEG through imagecodecs).
 J2K_FAMILY = frozenset(
@@ -62,52 +62,24 @@ def _int(value: Any, default: int) -> int:
     return int(str(value).strip())
 
 
-@dataclass(frozen=True)
-class ImageFormat:
-    """The Image Pixel module values of an instance, as the document holds them."""
-
-    rows: int
-    columns: int
-    samples: int
-    bits_allocated: int
-    bits_stored: int
-    signed: bool
-    photometric: str
-    planar: int
-    frames: int
-
-    @classmethod
-    def of(cls, attributes: dict[str, Any]) -> ImageFormat:
-        """Read it from an instance's attributes (raises ``ValueError`` when a value is missing or bad)."""
-        allocated = _int(attributes.get("BitsAllocated"), 0)
-        rows, columns = _int(attributes.get("Rows"), 0), _int(attributes.get("Columns"), 0)
-        if allocated <= 0 or rows <= 0 or columns <= 0:
-            raise ValueError("Rows, Columns and Bits Allocated must be present and positive")
-        return cls(
-            rows=rows,
-            columns=columns,
-            samples=_int(attributes.get("SamplesPerPixel"), 1),
-            bits_allocated=allocated,
-            bits_stored=_int(attributes.get("BitsStored"), allocated),
-            signed=_int(attributes.get("PixelRepresentation"), 0) == 1,
-            photometric=str(attributes.get("PhotometricInterpretation") or ""),
-            planar=_int(attributes.get("PlanarConfiguration"), 0),
-            frames=_int(attributes.get("NumberOfFrames"), 1),
-        )
-
-    @property
-    def dtype(self) -> np.dtype[Any]:
-        """Little-endian dtype of one native sample (8, 16, 32 or 64 bits)."""
-        size = max(1, (self.bits_allocated + 7) // 8)
-        return np.dtype(f"<{'i' if self.signed else 'u'}{size}")
-
-    @property
-    def native_frame_bytes(self) -> int:
-        """Bytes of one frame of native Pixel Data (bit-packed frames: rounded up to whole bytes)."""
-        pixels = self.rows * self.columns * self.samples
-        if self.bits_allocated == 1:
-            return (pixels + 7) // 8
-        return pixels * self.dtype.itemsize
+def image_format(attributes: dict[str, Any]) -> PixelInfo:
+    """The Image Pixel module of an instance, as the document holds it (raises ``ValueError`` when a
+    value is missing or bad)."""
+    allocated = _int(attributes.get("BitsAllocated"), 0)
+    rows, columns = _int(attributes.get("Rows"), 0), _int(attributes.get("Columns"), 0)
+    if allocated <= 0 or rows <= 0 or columns <= 0:
+        raise ValueError("Rows, Columns and Bits Allocated must be present and positive")
+    return PixelInfo(
+        rows=rows,
+        columns=columns,
+        samples=_int(attributes.get("SamplesPerPixel"), 1),
+        bits_allocated=allocated,
+        bits_stored=_int(attributes.get("BitsStored"), allocated),
+        signed=_int(attributes.get("PixelRepresentation"), 0) == 1,
+        photometric=str(attributes.get("PhotometricInterpretation") or ""),
+        planar=_int(attributes.get("PlanarConfiguration"), 0),
+        frames=_int(attributes.get("NumberOfFrames"), 1),
+    )
 
 
 def codestream(data: bytes) -> bytes:
@@ -130,7 +102,7 @@ def uses_mct(data: bytes) -> bool:
     return False
 
 
-def _pydicom_decode(data: bytes, stored_ts: str, fmt: ImageFormat) -> tuple[np.ndarray, str]:
+def _pydicom_decode(data: bytes, stored_ts: str, fmt: PixelInfo) -> tuple[np.ndarray, str]:
     """Decode one encapsulated frame with pydicom's decoders, YBR colour converted to RGB."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
@@ -148,7 +120,7 @@ def _pydicom_decode(data: bytes, stored_ts: str, fmt: ImageFormat) -> tuple[np.n
     return arr, str(meta.get("photometric_interpretation") or fmt.photometric)
 
 
-def decode_frame(data: bytes, stored_ts: str, fmt: ImageFormat) -> tuple[np.ndarray, str]:
+def decode_frame(data: bytes, stored_ts: str, fmt: PixelInfo) -> tuple[np.ndarray, str]:
     """One stored frame as rows × cols [× samples] pixels, and the Photometric Interpretation they have.
 
     JPEG 2000 family: YBR_RCT/YBR_ICT become RGB (the decoder undoes the component transform);
@@ -191,7 +163,7 @@ def decode_frame(data: bytes, stored_ts: str, fmt: ImageFormat) -> tuple[np.ndar
     return arr, photometric
 
 
-def _native(data: bytes, stored_ts: str, fmt: ImageFormat) -> np.ndarray:
+def _native(data: bytes, stored_ts: str, fmt: PixelInfo) -> np.ndarray:
     if stored_ts != tsx.EXPLICIT_VR_LE:
         raise ValueError(f"native frames are stored little endian, not as {stored_ts}")
     if fmt.bits_allocated == 1:
@@ -202,7 +174,7 @@ def _native(data: bytes, stored_ts: str, fmt: ImageFormat) -> np.ndarray:
     return arr.reshape((fmt.rows, fmt.columns) if fmt.samples == 1 else (fmt.rows, fmt.columns, fmt.samples))
 
 
-def native_bytes(arr: np.ndarray, fmt: ImageFormat) -> bytes:
+def native_bytes(arr: np.ndarray, fmt: PixelInfo) -> bytes:
     """One decoded frame as native little-endian Pixel Data bytes (colour-by-pixel)."""
     if fmt.bits_allocated == 1:
         return np.packbits(arr.astype(np.uint8).ravel(), bitorder="little").tobytes()
