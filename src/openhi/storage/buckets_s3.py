@@ -168,21 +168,17 @@ class S3ObjectStore:
             raise
 
     def put(self, bucket: str, key: str, data: bytes) -> None:
-        validate_key(key)
-        store = self._store(bucket)
-        try:
-            obstore.put(store, key, data)
-        except (FileNotFoundError, ObstoreError) as exc:
-            if _missing_bucket(exc):
-                raise BucketNotFound(f"bucket {bucket!r} does not exist") from None
-            raise
+        self._put(bucket, key, data)
 
     def put_file(self, bucket: str, key: str, file: IO[bytes]) -> None:
         """Streamed: obstore sends a large file as a multipart upload."""
+        self._put(bucket, key, file)
+
+    def _put(self, bucket: str, key: str, body: bytes | IO[bytes]) -> None:
         validate_key(key)
         store = self._store(bucket)
         try:
-            obstore.put(store, key, file)
+            obstore.put(store, key, body)
         except (FileNotFoundError, ObstoreError) as exc:
             if _missing_bucket(exc):
                 raise BucketNotFound(f"bucket {bucket!r} does not exist") from None
