@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import os
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -381,3 +383,35 @@ def test_s3_credentials_default_from_env(seaweed: SeaweedServer, monkeypatch: py
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
     with pytest.raises(Exception, match=r"(?i)signature|denied|forbidden|403"):
         S3ObjectStore(seaweed.endpoint_url).get(bucket, "via-openhi-env")
+
+
+# ---- put_file and delete (what the upload routes of `openhi import` use)
+
+
+def test_put_file_streams_a_file_and_delete_removes_it(store_and_bucket: tuple[ObjectStore, str]) -> None:
+    store, bucket = store_and_bucket
+    data = os.urandom(3 * 1024 * 1024 + 17)  # more than one copy chunk
+    with tempfile.TemporaryFile() as handle:
+        handle.write(data)
+        handle.seek(0)
+        store.put_file(bucket, "stage/input/a.dcm", handle)
+    store.put_file(bucket, "stage/input/b.dcm", io.BytesIO(b"small"))
+    store.put(bucket, "stage/output/report.json", b"{}")
+    assert store.get(bucket, "stage/input/a.dcm") == data
+    assert [i.key for i in store.list(bucket, "stage/")] == [
+        "stage/input/a.dcm",
+        "stage/input/b.dcm",
+        "stage/output/report.json",
+    ]
+    store.delete(bucket, "stage/input/a.dcm")
+    store.delete(bucket, "stage/input/a.dcm")  # again: nothing there, nothing happens
+    store.delete(bucket, "stage/never-existed")
+    assert [i.key for i in store.list(bucket, "stage/")] == ["stage/input/b.dcm", "stage/output/report.json"]
+
+
+def test_fs_put_file_creates_the_bucket_and_replaces_atomically(tmp_path: Path) -> None:
+    store = FsObjectStore(tmp_path / "buckets")
+    store.put_file("new-bucket", "k/x", io.BytesIO(b"one"))
+    store.put_file("new-bucket", "k/x", io.BytesIO(b"two"))
+    assert store.get("new-bucket", "k/x") == b"two"
+    assert sorted(p.name for p in (tmp_path / "buckets" / "new-bucket" / "k").iterdir()) == ["x"]
