@@ -8,33 +8,18 @@ from typing import Any
 
 import pytest
 from botocore.model import ServiceModel
+from wire_requests import ROUTER
+from wire_requests import rejected as _rejects
+from wire_requests import wire_request as _request
 
-from openhi.awsapi.parser import parse_request
 from openhi.awsapi.router import RouteNotFound, Router
 from openhi.awsapi.service import load_service_model
-from openhi.awsapi.validate import compiled_pattern, validate_params
-from openhi.core.errors import ValidationError
+from openhi.awsapi.validate import compiled_pattern
 
-ROUTER = Router()
 DS = "a" * 32
 IS = "b" * 32
 ARN = f"arn:aws:medical-imaging:us-east-1:123456789012:datastore/{DS}/imageset/{IS}"
 ENCODED_ARN = ARN.replace(":", "%3A").replace("/", "%2F")
-
-
-def _request(method: str, path: str, query: bytes = b"", body: bytes = b"") -> dict[str, Any]:
-    """Route, parse and validate one raw request, as the app will."""
-    op, uri_params = ROUTER.match(method, path)
-    params = parse_request(op, uri_params, query, {"content-type": "application/json"}, body)
-    validate_params(op.input_shape, params)
-    return params
-
-
-def _rejects(method: str, path: str, query: bytes = b"", body: bytes = b"") -> str:
-    with pytest.raises(ValidationError) as info:
-        _request(method, path, query, body)
-    assert info.value.code == "ValidationException"
-    return info.value.message
 
 
 def test_malformed_json_body() -> None:

@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
 
 import pytest
+from wire_requests import rejected as _rejects
+from wire_requests import wire_request as _request
 
 from openhi.awsapi.json_guard import MAX_JSON_DEPTH, check_embedded_json, json_depth, safe_text
-from openhi.awsapi.parser import parse_request
-from openhi.awsapi.router import Router
 from openhi.awsapi.serializer import serialize_error, serialize_output
 from openhi.awsapi.service import load_service_model
-from openhi.awsapi.validate import validate_params
-from openhi.core.errors import ConflictError, NotFoundError, ValidationError
+from openhi.core.errors import ConflictError, NotFoundError
 from openhi.handlers.convert import MAX_VERSION, NO_VERSION, VersionIds, version_number
 
-ROUTER = Router()
 DS = "a" * 32
 IS = "b" * 32
 ARN = f"arn:aws:medical-imaging:us-east-1:123456789012:datastore/{DS}"
@@ -26,21 +23,6 @@ TAGS_PATH = "/tags/" + ARN.replace(":", "%3A").replace("/", "%2F")
 UPDATE_PATH = f"/datastore/{DS}/imageSet/{IS}/updateImageSetMetadata"
 COPY_PATH = f"/datastore/{DS}/imageSet/{IS}/copyImageSet"
 SURROGATE = b'"\\ud800"'  # JSON text of a lone surrogate: json.loads accepts it
-
-
-def _request(method: str, path: str, query: bytes = b"", body: bytes = b"") -> dict[str, Any]:
-    op, uri_params = ROUTER.match(method, path)
-    params = parse_request(op, uri_params, query, {"content-type": "application/json"}, body)
-    validate_params(op.input_shape, params)
-    return params
-
-
-def _rejects(method: str, path: str, query: bytes = b"", body: bytes = b"") -> str:
-    with pytest.raises(ValidationError) as info:
-        _request(method, path, query, body)
-    message = info.value.message
-    message.encode("utf-8")  # the message itself is valid text: it serializes
-    return message
 
 
 def _b64(text: str | bytes) -> str:
