@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 import anyio.to_thread
@@ -293,29 +293,24 @@ class _ReceivedBody:
             self.file.close()
 
 
-async def _chunks(receive: Receive, limit: int, too_large: Exception) -> AsyncIterator[bytes]:
-    """The body's chunks as they arrive, until its end or a disconnect; ``too_large`` is raised as soon
-    as more than ``limit`` bytes have come."""
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        yield chunk
-        if not message.get("more_body", False):
-            return
-
-
 async def _read_body(receive: Receive, mode: Body, scratch: Any, limit: int) -> _ReceivedBody:
     """The whole body, buffered (at most ``limit`` bytes) or streamed to a temporary file and hashed."""
     if mode is Body.FILE:
         return await _read_to_file(receive, scratch, limit)
-    too_large = ValidationError(f"Request body exceeds the limit of {limit} bytes.")
-    data = b"".join([chunk async for chunk in _chunks(receive, limit, too_large)])
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise ValidationError(f"Request body exceeds the limit of {limit} bytes.")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    data = b"".join(chunks)
     return _ReceivedBody(data, None, len(data), None)
 
 
@@ -323,12 +318,19 @@ async def _read_to_file(receive: Receive, scratch: Any, limit: int) -> _Received
     handle = tempfile.TemporaryFile(dir=scratch)  # noqa: SIM115 (closed by _ReceivedBody.close)
     digest = hashlib.sha256()
     size = 0
-    too_large = PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes per object.")
     try:
-        async for chunk in _chunks(receive, limit, too_large):
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
             size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes per object.")
             digest.update(chunk)
             handle.write(chunk)
+            if not message.get("more_body", False):
+                break
         handle.flush()
         handle.seek(0)
     except BaseException:
