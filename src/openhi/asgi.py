@@ -29,6 +29,7 @@ from openhi.awsapi.service import load_service_model
 from openhi.awsapi.sigv4 import SigV4Verifier
 from openhi.core.errors import AccessDeniedError, OpenHIError, ValidationError
 from openhi.core.file_body import FileBody
+from openhi.dicomweb.routes import dicomweb_routes
 from openhi.handlers.extra import ROUTES as OPENHI_ROUTES
 from openhi.handlers.loader import load_all
 from openhi.services import Services
@@ -66,7 +67,8 @@ def probe_routes() -> list[Route]:
 
 def build_routes() -> RouteTable:
     """Every route of the app: the probes, the API operations, and openhi's own routes."""
-    return RouteTable([*probe_routes(), *api_routes(load_service_model(), load_all()), *OPENHI_ROUTES])
+    api = api_routes(load_service_model(), load_all())
+    return RouteTable([*probe_routes(), *api, *OPENHI_ROUTES, *dicomweb_routes()])
 
 
 def _healthz(services: Services, request: Request) -> WireResponse:
@@ -266,7 +268,10 @@ async def _send_file_body(
         if extensions and ZEROCOPY in extensions:
             if body.prefix:
                 await send({"type": "http.response.body", "body": body.prefix, "more_body": True})
-            await send({"type": ZEROCOPY, "file": body, "offset": 0, "count": body.size})
+            more = bool(body.suffix)
+            await send({"type": ZEROCOPY, "file": body, "offset": 0, "count": body.size, "more_body": more})
+            if more:
+                await send({"type": "http.response.body", "body": body.suffix})
             return
         for chunk in body:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})

@@ -12,6 +12,7 @@ from openhi.core.ids import new_id
 from openhi.core.pending import Pending, VersionWriter
 from openhi.core.records import ImageSet, ImageSetVersion
 from openhi.dicom.document import SCHEMA_VERSION, conflict_keys, search_tags
+from openhi.dicom.index_rows import index_rows
 from openhi.ports.index import LockRequest, VersionCommit
 
 Selection = dict[str, set[str] | None]  # series uid -> SOP Instance UIDs (None: the whole series)
@@ -203,8 +204,15 @@ def start_copy(
         merged, failure = merge_copy(writer.load(dest), source_doc, selected, force=force)
         row = writer.new_row(dest, "COPYING", forced=force)
         search = None if merged is None else search_tags(merged)
+        rows = None if merged is None else index_rows(merged)
         pending = Pending(
-            row, writer.content_key(dest), merged, search=search, frames=refs, fail_message=failure
+            row,
+            writer.content_key(dest),
+            merged,
+            search=search,
+            dicom=rows,
+            frames=refs,
+            fail_message=failure,
         )
         locks.append(LockRequest(dest.id, dest.latest_version, "COPYING", row))
     else:
@@ -219,7 +227,7 @@ def start_copy(
             datastore_id, set_id, 1, "LOCKED", "COPYING", now, now, promote, None, forced=force
         )
         creates.append((head, row))
-        pending = Pending(row, None, doc, search=tags, frames=refs)
+        pending = Pending(row, None, doc, search=tags, dicom=index_rows(doc), frames=refs)
     writer.lock(datastore_id, locks, creates)
     unlock = VersionCommit(source.id, None, "ACTIVE", source.workflow_status, source.updated_at)
     writer.finish_later(datastore_id, [pending], [unlock])

@@ -41,6 +41,13 @@ class NotAcceptableError(OpenHIError):
     code = "NotAcceptableException"
 
 
+class UnsupportedMediaTypeError(OpenHIError):
+    """A request body of a media type the route does not take (415; DICOMweb STOW-RS)."""
+
+    code = "UnsupportedMediaTypeException"
+    status = 415
+
+
 class ThrottlingError(OpenHIError):
     code = "ThrottlingException"
 

@@ -1,4 +1,4 @@
-"""A response body that is a short prefix plus an open local file, so a server can ``sendfile`` the file."""
+"""A response body that is a short prefix, an open local file and a short suffix, so a server can ``sendfile`` the file."""
 
 from __future__ import annotations
 
@@ -10,22 +10,23 @@ CHUNK = 256 * 1024
 
 
 class FileBody:
-    """``prefix`` followed by the first ``size`` bytes of the open file ``fd``; owns ``fd``.
+    """``prefix``, the first ``size`` bytes of the open file ``fd``, then ``suffix``; owns ``fd``.
 
     Iterating yields the bytes (and closes the file at the end), so any consumer of an iterable body can
     send it; a server with a zero-copy path sends ``prefix`` and then the file by its descriptor
-    (:meth:`fileno`), then calls :meth:`close`. The file is closed at the latest when the body is collected.
+    (:meth:`fileno`) and then ``suffix``, then calls :meth:`close`. The file is closed at the latest when the body is collected.
     """
 
-    __slots__ = ("_fd", "prefix", "size")
+    __slots__ = ("_fd", "prefix", "size", "suffix")
 
-    def __init__(self, fd: int, size: int, prefix: bytes = b"") -> None:
+    def __init__(self, fd: int, size: int, prefix: bytes = b"", suffix: bytes = b"") -> None:
         self._fd: int | None = fd
         self.size = size
         self.prefix = prefix
+        self.suffix = suffix
 
     def __len__(self) -> int:
-        return len(self.prefix) + self.size
+        return len(self.prefix) + self.size + len(self.suffix)
 
     def fileno(self) -> int:
         if self._fd is None:
@@ -52,6 +53,8 @@ class FileBody:
                     raise OSError(f"file ended after {offset} of {self.size} bytes")
                 offset += len(chunk)
                 yield chunk
+            if self.suffix:
+                yield self.suffix
         finally:
             self.close()
 

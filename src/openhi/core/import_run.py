@@ -27,6 +27,7 @@ from openhi.dicom.document import (
     merge_instances,
     search_tags,
 )
+from openhi.dicom.index_rows import index_rows
 from openhi.dicom.instance import InstanceRejected, ProcessedInstance
 from openhi.ports.index import VersionCommit
 from openhi.ports.objects import BucketNotFound, ObjectInfo, ObjectNotFound, ObjectStore, parse_s3_uri
@@ -318,6 +319,7 @@ class ImportRun:
             updated_at=now,
             last_accessed_at=now,
             search=search_tags(doc),
+            dicom=index_rows(doc),
         )
         version = ImageSetVersion(ds_id, set_id, 1, "ACTIVE", "CREATED", now, now, is_primary, key)
         plan.creations.append((head, version, self._frame_refs(items)))
@@ -347,6 +349,7 @@ class ImportRun:
             updated_at=now,
             content_version=new_version,
             search=search_tags(merged),
+            dicom=index_rows(merged),
             touch=True,
             frames=self._frame_refs(items),
         )

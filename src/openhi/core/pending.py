@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from openhi.core.datastores import DatastoreService
 from openhi.core.env import Env
 from openhi.core.records import FrameRef, ImageSet, ImageSetVersion
+from openhi.dicom.index_rows import DicomRows
 from openhi.ports.index import LockRequest, VersionCommit
 
 
@@ -21,6 +22,7 @@ class Pending:
     doc: dict[str, Any] | None = None  # new content to write
     reuse_key: str | None = None  # revert: the target version's blob, reused as is
     search: dict[str, Any] | None = None
+    dicom: DicomRows | None = None  # the DICOM index rows of ``doc`` (or of the reverted-to content)
     frames: list[FrameRef] = field(default_factory=list)
     fail_message: str | None = None  # decided up front: the version ends *_FAILED with this message
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from openhi.dicom.index_rows import DicomRows
 
 
 @dataclass
@@ -37,6 +40,8 @@ class ImageSet:
     last_accessed_at: float | None = None
     storage_tier: str = "FREQUENT_ACCESS"
     search: dict[str, Any] = field(default_factory=dict)
+    #: the DICOM index rows of the content (written with the head; never read back into this record)
+    dicom: DicomRows | None = None
 
 
 @dataclass

@@ -22,6 +22,7 @@ from openhi.core.pending import Pending
 from openhi.core.records import ImageSet, ImageSetVersion
 from openhi.core.updates import apply_updates, parse_updates, sibling_updates, study_level_changed
 from openhi.dicom.document import decode_document, encode_document, search_tags
+from openhi.dicom.index_rows import index_rows
 from openhi.ports.index import LockRequest, VersionCommit
 
 Key = tuple[
@@ -207,6 +208,7 @@ class ImageSetWriter:
             updated_at=now,
             content_version=row.version,
             search=p.search,
+            dicom=p.dicom,
             touch=True,
             frames=p.frames,
         )
@@ -274,10 +276,11 @@ class ImageSetWriter:
                 )
             doc = decode_document(self.env.blobs.get(target.metadata_key))
             pendings[0].reuse_key = target.metadata_key
-            pendings[0].search = search_tags(doc)
+            pendings[0].search, pendings[0].dicom = search_tags(doc), index_rows(doc)
         else:
             new_doc = apply_updates(self.load(head), updates, force=force, primary=head.is_primary)
             pendings[0].doc, pendings[0].search = new_doc, search_tags(new_doc)
+            pendings[0].dicom = index_rows(new_doc)
             if head.is_primary and study_level_changed(updates):
                 for sibling in self._siblings(head, include_study):
                     self.writable(sibling, sibling.latest_version)
@@ -286,7 +289,14 @@ class ImageSetWriter:
                     snew = apply_updates(
                         sdoc, sibling_updates(updates, sdoc), force=force, primary=True, allow_empty=True
                     )
-                    pendings.append(Pending(srow, self.content_key(sibling), snew, search=search_tags(snew)))
+                    pending = Pending(
+                        srow,
+                        self.content_key(sibling),
+                        snew,
+                        search=search_tags(snew),
+                        dicom=index_rows(snew),
+                    )
+                    pendings.append(pending)
                     locks.append(LockRequest(sibling.id, sibling.latest_version, srow.workflow_status, srow))
         self.lock(datastore_id, locks)
         self.finish_later(datastore_id, pendings, [])

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from openhi.core.records import Datastore, FrameRef, ImageSet, ImageSetVersion, ImportJob
+
+if TYPE_CHECKING:
+    from openhi.dicom.index_rows import DicomRows
 
 
 @dataclass
@@ -34,6 +37,8 @@ class VersionCommit:
     updated_at: float
     content_version: int | None = None
     search: dict[str, Any] | None = None
+    #: the DICOM index rows of the new content (with ``search``: the study / series / instance index)
+    dicom: DicomRows | None = None
     is_primary: bool | None = None
     deleted_at: float | None = None
     touch: bool = False

@@ -1,0 +1,7 @@
+"""DICOMweb wado routes (placeholder until built)."""
+
+from __future__ import annotations
+
+from openhi.auth.routes import Route
+
+ROUTES: list[Route] = []
