@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from openhi.core.datastores import DatastoreService
+from openhi.core.dicom_reads import DicomReader
 from openhi.core.env import Env
 from openhi.core.import_worker import ImportWorker
 from openhi.core.imports import ImportService
 from openhi.core.pagination import Paginator
 from openhi.core.reads import ImageSetReader
 from openhi.core.settings import Settings
+from openhi.core.stow import StowService
 from openhi.core.tags import TagService
 from openhi.core.writes import ImageSetWriter
 from openhi.storage.registry import open_blobs, open_index, open_objects
@@ -76,6 +78,8 @@ class Services:
     imports: ImportService
     reads: ImageSetReader
     writes: ImageSetWriter
+    dicom_reads: DicomReader
+    stow: StowService
     worker: ImportWorker | None = None
     scratch_dir: Path | None = None  # request bodies streamed to disk (uploads); None: the system's
     resource_info: ResourceInfo = field(init=False)
@@ -149,6 +153,8 @@ def build_services(config: ServerConfig) -> Services:
         imports=ImportService(env, paginator, datastores),
         reads=ImageSetReader(env, paginator, datastores),
         writes=ImageSetWriter(env, datastores),
+        dicom_reads=DicomReader(env, datastores),
+        stow=StowService(env, datastores),
         scratch_dir=config.data_dir,
     )
     if config.api:

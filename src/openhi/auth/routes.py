@@ -90,6 +90,8 @@ class Route:
     inline: Callable[[Any, Request], bool] | None = None  # runs on the event loop when this says so
     open: bool = False
     name: str = ""
+    #: which front door: "api" (AWS API), "openhi" (/openhi/...), "dicomweb" (browsers and viewers too)
+    front: str = "api"
 
     def __post_init__(self) -> None:
         if self.open:

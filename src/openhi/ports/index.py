@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from openhi.core.records import Datastore, FrameRef, ImageSet, ImageSetVersion, ImportJob
 
 if TYPE_CHECKING:
+    from openhi.core.dicom_query import DicomQuery
     from openhi.dicom.index_rows import DicomRows
 
 
@@ -174,6 +175,36 @@ class MetadataIndex(Protocol):
         Returns "ok"; "lease_lost" (another worker owns the job now); or "conflict" (an appended set moved
         on, or another primary set of the series appeared): nothing was changed.
         """
+        ...
+
+    # -- DICOM study / series / instance index of the live primary image sets (QIDO-RS, WADO-RS, C-FIND).
+    # Rows are dicts keyed by openhi.core.dicom_query column names (see DicomQuery's contract there).
+    def dicom_studies(self, query: DicomQuery) -> list[dict[str, Any]]:
+        """Studies matching ``query`` (level STUDY), newest update first, ``query.offset``/``limit`` applied."""
+        ...
+
+    def dicom_series(self, query: DicomQuery) -> list[dict[str, Any]]:
+        """Series matching ``query`` (level SERIES), by SeriesNumber then UID; each with its study's columns."""
+        ...
+
+    def dicom_instances(self, query: DicomQuery) -> list[dict[str, Any]]:
+        """Instances matching ``query`` (level INSTANCE), by InstanceNumber then UID; with study and series
+        columns, ``image_set_id``, ``frame_ids`` (list) and ``stored_ts``."""
+        ...
+
+    def dicom_instance(
+        self, datastore_id: str, study_uid: str, series_uid: str, sop_uid: str
+    ) -> dict[str, Any] | None:
+        """One instance of the live primary image set of its series (the row of :meth:`dicom_instances`)."""
+        ...
+
+    def commit_store(
+        self,
+        datastore_id: str,
+        creations: list[tuple[ImageSet, ImageSetVersion, list[FrameRef]]],
+        appends: list[tuple[VersionCommit, int]],
+    ) -> str:
+        """:meth:`commit_import` without a job (STOW-RS, C-STORE): "ok" or "conflict" (nothing changed)."""
         ...
 
     # -- GetImageFrame hot path

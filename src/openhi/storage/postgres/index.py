@@ -9,6 +9,7 @@ from openhi.core.records import ImageSet
 from openhi.ports.index import SearchQuery
 from openhi.storage.postgres.connection import Database
 from openhi.storage.postgres.control import ControlTables
+from openhi.storage.postgres.dicom_index import DicomIndexTables
 from openhi.storage.postgres.imagesets import ImageSetTables
 from openhi.storage.postgres.jobs import JobQueueTables
 from openhi.storage.postgres.owners import WriteOwnerTables
@@ -23,7 +24,7 @@ from openhi.storage.sqlite.search import (
 )
 
 
-class PostgresIndex(ControlTables, JobQueueTables, ImageSetTables, WriteOwnerTables):
+class PostgresIndex(ControlTables, JobQueueTables, ImageSetTables, WriteOwnerTables, DicomIndexTables):
     """``postgresql://user:password@host:5432/db?schema=NAME&pool_max=N`` (``postgres://`` too).
 
     ``schema`` (the argument wins over the URL) keeps every table in that schema, created if absent.

@@ -82,6 +82,14 @@ class JobQueueTables(ImageSetTables):
             return "conflict"
         return "ok"
 
+    def commit_store(
+        self,
+        datastore_id: str,
+        creations: list[tuple[ImageSet, ImageSetVersion, list[FrameRef]]],
+        appends: list[tuple[VersionCommit, int]],
+    ) -> str:
+        raise NotImplementedError
+
 
 def _finish(cur: Cur, job: ImportJob, worker_id: str) -> bool:
     cur.execute(

@@ -83,6 +83,14 @@ class JobQueueTables(ImageSetTables):
             return abort.outcome
         return "ok"
 
+    def commit_store(
+        self,
+        datastore_id: str,
+        creations: list[tuple[ImageSet, ImageSetVersion, list[FrameRef]]],
+        appends: list[tuple[VersionCommit, int]],
+    ) -> str:
+        raise NotImplementedError
+
 
 def _finish(conn: sqlite3.Connection, job: ImportJob, worker_id: str) -> bool:
     cur = conn.execute(
