@@ -19,7 +19,12 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
+# Debian packages the tests drive side by side with openhi: Orthanc + its DICOMweb plugin (the peer the
+# DICOMweb answers are compared with) and dcmtk (DICOM networking tools). Installed when missing (root).
+TEST_DEBS := orthanc orthanc-dicomweb dcmtk
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	@missing=$$(for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.installed
 
