@@ -1,0 +1,477 @@
+"""Rendered images (PS3.18 §8.3.5, PS3.4 N.2): decoded pixels → Modality/VOI/Presentation → viewport → JPEG/PNG."""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import imagecodecs
+import numpy as np
+from pydicom.pixels.processing import convert_color_space
+
+JPEG = "image/jpeg"
+PNG = "image/png"
+#: the rendered media types this server produces; the first is the default
+MEDIA_TYPES = (JPEG, PNG)
+DEFAULT_QUALITY = 90
+LINEAR, LINEAR_EXACT, SIGMOID = "LINEAR", "LINEAR_EXACT", "SIGMOID"
+_FUNCTIONS = {
+    "linear": LINEAR,
+    "linear-exact": LINEAR_EXACT,
+    "linear_exact": LINEAR_EXACT,
+    "sigmoid": SIGMOID,
+}
+#: the largest side a rendered image may have (a viewport asking for more is refused)
+MAX_SIDE = 8192
+_GRAY = frozenset({"MONOCHROME1", "MONOCHROME2"})
+_YBR = frozenset({"YBR_FULL", "YBR_FULL_422"})
+
+
+class RenderError(ValueError):
+    """Base class of the rendering errors."""
+
+
+class BadParameter(RenderError):
+    """A rendering query parameter is malformed or out of range (the route answers 400)."""
+
+
+class CannotRender(RenderError):
+    """The image cannot be rendered by this server (the route answers 406)."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """A VOI window (PS3.3 C.11.2.1.2): center, width and the VOI LUT Function."""
+
+    center: float
+    width: float
+    function: str = LINEAR
+
+
+@dataclass(frozen=True)
+class Lut:
+    """A LUT (Modality, VOI or one palette channel): first mapped value, output bits, entries."""
+
+    first: int
+    bits: int
+    data: np.ndarray
+
+
+@dataclass(frozen=True)
+class Viewport:
+    """``viewport=vw,vh[,sx,sy,sw,sh]``: the viewport size and the source region (``None``: default)."""
+
+    width: int
+    height: int
+    sx: int | None = None
+    sy: int | None = None
+    sw: int | None = None
+    sh: int | None = None
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """What an instance says about how one of its frames is displayed."""
+
+    photometric: str
+    bits_stored: int
+    signed: bool
+    slope: float = 1.0
+    intercept: float = 0.0
+    modality_lut: Lut | None = None
+    window: Window | None = None
+    voi_lut: Lut | None = None
+    palette: tuple[Lut, Lut, Lut] | None = None
+
+
+# ------------------------------------------------------------------------------------- query parameters
+
+
+def _decimal(text: str, name: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadParameter(f"{name} must be a number, not {text!r}") from None
+    if not math.isfinite(value):
+        raise BadParameter(f"{name} must be a finite number, not {text!r}")
+    return value
+
+
+def _integer(text: str, name: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise BadParameter(f"{name} must be an integer, not {text!r}") from None
+
+
+def check_window(window: Window) -> Window:
+    """``window`` when its width suits its function (raises :class:`BadParameter`)."""
+    if window.function == LINEAR and window.width < 1:
+        raise BadParameter(f"window width must be at least 1 for the linear function, not {window.width:g}")
+    if window.width <= 0:
+        raise BadParameter(f"window width must be positive, not {window.width:g}")
+    return window
+
+
+def parse_window(text: str) -> Window:
+    """``center,width[,function]`` (function: linear, linear-exact or sigmoid; default linear).
+
+    Raises :class:`BadParameter`.
+    """
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) not in (2, 3):
+        raise BadParameter(f"window must be center,width,function, not {text!r}")
+    function = LINEAR
+    if len(parts) == 3:
+        found = _FUNCTIONS.get(parts[2].lower())
+        if found is None:
+            raise BadParameter(f"window function must be linear, linear-exact or sigmoid, not {parts[2]!r}")
+        function = found
+    return check_window(
+        Window(_decimal(parts[0], "window center"), _decimal(parts[1], "window width"), function)
+    )
+
+
+def parse_viewport(text: str) -> Viewport:
+    """``vw,vh[,sx,sy,sw,sh]`` (an empty sx … sh takes its default). Raises :class:`BadParameter`."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) not in (2, 6):
+        raise BadParameter(f"viewport must be vw,vh or vw,vh,sx,sy,sw,sh, not {text!r}")
+    vw, vh = _integer(parts[0], "viewport width"), _integer(parts[1], "viewport height")
+    if not (0 < vw <= MAX_SIDE and 0 < vh <= MAX_SIDE):
+        raise BadParameter(f"viewport width and height must be between 1 and {MAX_SIDE}, not {vw},{vh}")
+    region = [
+        None if not p else _integer(p, "viewport " + n)
+        for p, n in zip(parts[2:], ["sx", "sy", "sw", "sh"], strict=False)
+    ]
+    sx, sy, sw, sh = region + [None] * (4 - len(region))
+    if (sx is not None and sx < 0) or (sy is not None and sy < 0):
+        raise BadParameter("viewport sx and sy must not be negative")
+    if sw == 0 or sh == 0:
+        raise BadParameter("viewport sw and sh must not be zero")
+    return Viewport(vw, vh, sx, sy, sw, sh)
+
+
+def parse_quality(text: str) -> int:
+    """``quality`` as an integer 1..100. Raises :class:`BadParameter`."""
+    quality = _integer(text, "quality")
+    if not 1 <= quality <= 100:
+        raise BadParameter(f"quality must be between 1 and 100, not {quality}")
+    return quality
+
+
+# ------------------------------------------------------------------------------------- instance attributes
+
+
+def _first(value: Any) -> Any:
+    if isinstance(value, list):
+        return value[0] if value else None
+    return value
+
+
+def _number(value: Any) -> float | None:
+    value = _first(value)
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(str(value).strip()) if isinstance(value, str) else float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _item(attributes: Mapping[str, Any], keyword: str) -> Mapping[str, Any]:
+    value = attributes.get(keyword)
+    item = value[0] if isinstance(value, list) and value else None
+    return item if isinstance(item, dict) else {}
+
+
+def _groups(attributes: Mapping[str, Any], frame: int) -> list[Mapping[str, Any]]:
+    """The frame's functional groups, per-frame first, then shared (empty for classic images)."""
+    per_frame = attributes.get("PerFrameFunctionalGroupsSequence")
+    groups: list[Mapping[str, Any]] = []
+    if (
+        isinstance(per_frame, list)
+        and 0 <= frame - 1 < len(per_frame)
+        and isinstance(per_frame[frame - 1], dict)
+    ):
+        groups.append(per_frame[frame - 1])
+    groups.append(_item(attributes, "SharedFunctionalGroupsSequence"))
+    return groups
+
+
+def _words(value: Any, entries: int, bits: int) -> np.ndarray | None:
+    """LUT Data as a list of numbers or base64 (OW, little endian; 8-bit entries may be one byte each)."""
+    if isinstance(value, list) and all(isinstance(v, int) for v in value):
+        return np.asarray(value, dtype=np.int64)
+    if isinstance(value, int):
+        return np.asarray([value], dtype=np.int64)
+    if not isinstance(value, str):
+        return None
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except ValueError:
+        return None
+    if len(raw) == 2 * entries:
+        return np.frombuffer(raw, dtype="<u2").astype(np.int64)
+    if bits <= 8 and len(raw) in (entries, entries + 1):
+        return np.frombuffer(raw[:entries], dtype=np.uint8).astype(np.int64)
+    return None
+
+
+def _lut(item: Mapping[str, Any], descriptor_key: str, data_key: str) -> Lut | None:
+    descriptor = item.get(descriptor_key)
+    if not isinstance(descriptor, list) or len(descriptor) != 3:
+        return None
+    try:
+        entries, first, bits = (int(v) for v in descriptor)
+    except (TypeError, ValueError):
+        return None
+    entries = entries or 65536
+    data = _words(item.get(data_key), entries, bits)
+    if data is None or len(data) < entries or not 1 <= bits <= 16:
+        return None
+    return Lut(first, bits, data[:entries])
+
+
+def _window(source: Mapping[str, Any]) -> Window | None:
+    center, width = _number(source.get("WindowCenter")), _number(source.get("WindowWidth"))
+    if center is None or width is None:
+        return None
+    function = str(_first(source.get("VOILUTFunction")) or LINEAR).strip().upper()
+    try:
+        return check_window(
+            Window(center, width, function if function in (LINEAR_EXACT, SIGMOID) else LINEAR)
+        )
+    except BadParameter:
+        return None  # an unusable window of the instance: the frame's range is used instead
+
+
+def rendering(attributes: Mapping[str, Any], frame: int = 1) -> Rendering:
+    """The rendering attributes of frame ``frame`` (1-based) of an instance's merged attributes.
+
+    Functional groups (per-frame, then shared) win over the top-level Modality LUT / VOI LUT modules.
+    Raises :class:`CannotRender` for a PALETTE COLOR image without usable (unsegmented) palette data.
+    """
+    photometric = str(_first(attributes.get("PhotometricInterpretation")) or "").strip().upper()
+    allocated = int(_number(attributes.get("BitsAllocated")) or 8)
+    bits_stored = int(_number(attributes.get("BitsStored")) or allocated)
+    signed = _number(attributes.get("PixelRepresentation")) == 1
+    sources = [
+        *(_item(g, "PixelValueTransformationSequence") for g in _groups(attributes, frame)),
+        attributes,
+    ]
+    slope, intercept = 1.0, 0.0
+    for source in sources:
+        s, i = _number(source.get("RescaleSlope")), _number(source.get("RescaleIntercept"))
+        if s is not None or i is not None:
+            slope, intercept = s if s else 1.0, i or 0.0
+            break
+    modality_lut = None
+    if "RescaleSlope" not in attributes and "ModalityLUTSequence" in attributes:
+        modality_lut = _lut(_item(attributes, "ModalityLUTSequence"), "LUTDescriptor", "LUTData")
+    window = None
+    for source in (*(_item(g, "FrameVOILUTSequence") for g in _groups(attributes, frame)), attributes):
+        window = _window(source)
+        if window is not None:
+            break
+    voi_lut = _lut(_item(attributes, "VOILUTSequence"), "LUTDescriptor", "LUTData")
+    palette = None
+    if photometric == "PALETTE COLOR":
+        channels = [
+            _lut(attributes, f"{c}PaletteColorLookupTableDescriptor", f"{c}PaletteColorLookupTableData")
+            for c in ("Red", "Green", "Blue")
+        ]
+        if any(c is None for c in channels):
+            segmented = "SegmentedRedPaletteColorLookupTableData" in attributes
+            raise CannotRender(
+                "this PALETTE COLOR image has segmented palette data, which is not rendered"
+                if segmented
+                else "this PALETTE COLOR image has no usable palette data"
+            )
+        red, green, blue = (c for c in channels if c is not None)
+        palette = (red, green, blue)
+    return Rendering(
+        photometric, bits_stored, signed, slope, intercept, modality_lut, window, voi_lut, palette
+    )
+
+
+# ------------------------------------------------------------------------------------- pixel pipeline
+
+
+def stored_values(pixels: np.ndarray, bits_stored: int, signed: bool) -> np.ndarray:
+    """Integer pixels reduced to their stored bits (unused high bits masked, signed values sign-extended)."""
+    if pixels.dtype.kind not in "iu" or bits_stored >= pixels.dtype.itemsize * 8:
+        return pixels
+    values = pixels.astype(np.int64) & ((1 << bits_stored) - 1)
+    if signed:
+        values = np.where(values >= 1 << (bits_stored - 1), values - (1 << bits_stored), values)
+    return values
+
+
+def apply_lut(values: np.ndarray, lut: Lut) -> np.ndarray:
+    """Table lookup: values below the first mapped value take the first entry, above it the last."""
+    index = np.clip(np.rint(values).astype(np.int64) - lut.first, 0, len(lut.data) - 1)
+    out: np.ndarray = lut.data[index]
+    return out
+
+
+def apply_window(values: np.ndarray, window: Window, low: float = 0.0, high: float = 255.0) -> np.ndarray:
+    """The VOI window of PS3.3 C.11.2.1.2 (linear, linear exact, sigmoid) onto [low, high], as floats."""
+    x = values.astype(np.float64, copy=False)
+    c, w, span = window.center, window.width, high - low
+    if window.function == SIGMOID:
+        return span / (1.0 + np.exp(-4.0 * (x - c) / w)) + low
+    if window.function == LINEAR_EXACT:
+        y = ((x - c) / w + 0.5) * span + low
+        return np.where(x <= c - w / 2, low, np.where(x > c + w / 2, high, y))
+    y = ((x - (c - 0.5)) / (w - 1) + 0.5) * span + low
+    return np.where(x <= c - 0.5 - (w - 1) / 2, low, np.where(x > c - 0.5 + (w - 1) / 2, high, y))
+
+
+def display_values(
+    pixels: np.ndarray, photometric: str, rendering: Rendering, window: Window | None = None
+) -> np.ndarray:
+    """One decoded frame as display values in [0, 255] (float64): rows × cols, or rows × cols × 3 (RGB).
+
+    ``photometric`` is what the decoder gave (RGB after a YBR conversion); ``window`` (the query's)
+    wins over the instance's window. Raises :class:`CannotRender` for other colour spaces.
+    """
+    if photometric in _GRAY:
+        values = stored_values(pixels, rendering.bits_stored, rendering.signed)
+        if rendering.modality_lut is not None:
+            values = apply_lut(values, rendering.modality_lut)
+        else:
+            values = values * rendering.slope + rendering.intercept
+        window = window or rendering.window
+        if window is not None:
+            out = apply_window(values, window)
+        elif rendering.voi_lut is not None:
+            out = apply_lut(values, rendering.voi_lut) * (255.0 / ((1 << rendering.voi_lut.bits) - 1))
+            out = np.clip(out, 0.0, 255.0)
+        else:
+            low, high = float(np.min(values)), float(np.max(values))
+            out = apply_window(values, Window((low + high) / 2, max(high - low, 1e-9), LINEAR_EXACT))
+        return 255.0 - out if photometric == "MONOCHROME1" else out
+    if photometric == "PALETTE COLOR" and rendering.palette is not None:
+        values = stored_values(pixels, rendering.bits_stored, rendering.signed)
+        return np.stack([_to_8bit(apply_lut(values, lut), lut.bits) for lut in rendering.palette], axis=-1)
+    if photometric in _YBR and pixels.ndim == 3:
+        pixels = convert_color_space(pixels, photometric, "RGB")
+        photometric = "RGB"
+    if photometric == "RGB" and pixels.ndim == 3 and pixels.shape[2] == 3:
+        return _to_8bit(stored_values(pixels, rendering.bits_stored, False), rendering.bits_stored)
+    raise CannotRender(f"images with Photometric Interpretation {photometric!r} are not rendered")
+
+
+def _to_8bit(values: np.ndarray, bits: int) -> np.ndarray:
+    scaled = values.astype(np.float64)
+    return scaled if bits == 8 else scaled * (255.0 / ((1 << bits) - 1))
+
+
+# ------------------------------------------------------------------------------------- geometry
+
+
+def fit(height: int, width: int, box_width: int, box_height: int) -> tuple[int, int]:
+    """The (rows, columns) of a ``height`` × ``width`` image scaled to fit the box, aspect kept."""
+    scale = min(box_width / width, box_height / height)
+    return max(1, min(box_height, round(height * scale))), max(1, min(box_width, round(width * scale)))
+
+
+def _resize_axis(img: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """Area averaging when shrinking, bilinear (pixel centres aligned) when enlarging."""
+    n = img.shape[axis]
+    if size == n:
+        return img
+    if size < n:
+        cumulative = np.concatenate(
+            [np.zeros_like(np.take(img, [0], axis=axis)), np.cumsum(img, axis=axis)], axis=axis
+        )
+        edges = np.arange(size + 1) * (n / size)
+        lo = np.minimum(np.floor(edges).astype(np.int64), n - 1)
+        frac = _shape(edges - lo, axis, img.ndim)
+        at = np.take(cumulative, lo, axis=axis) + frac * (
+            np.take(cumulative, lo + 1, axis=axis) - np.take(cumulative, lo, axis=axis)
+        )
+        shrunk: np.ndarray = np.diff(at, axis=axis) / (n / size)
+        return shrunk
+    centres = np.clip((np.arange(size) + 0.5) * (n / size) - 0.5, 0, n - 1)
+    lo = np.floor(centres).astype(np.int64)
+    hi = np.minimum(lo + 1, n - 1)
+    frac = _shape(centres - lo, axis, img.ndim)
+    grown: np.ndarray = np.take(img, lo, axis=axis) * (1 - frac) + np.take(img, hi, axis=axis) * frac
+    return grown
+
+
+def _shape(weights: np.ndarray, axis: int, ndim: int) -> np.ndarray:
+    shape = [1] * ndim
+    shape[axis] = len(weights)
+    return weights.reshape(shape)
+
+
+def resize(img: np.ndarray, rows: int, columns: int) -> np.ndarray:
+    """``img`` (float, rows × cols [× 3]) resampled to ``rows`` × ``columns``."""
+    return _resize_axis(_resize_axis(img, rows, 0), columns, 1)
+
+
+def apply_viewport(img: np.ndarray, viewport: Viewport | None) -> np.ndarray:
+    """The source region (flipped where sw / sh are negative) scaled to fit the viewport.
+
+    Raises :class:`BadParameter` when the region lies outside the image.
+    """
+    if viewport is None:
+        return img
+    rows, columns = img.shape[:2]
+    sx, sy = viewport.sx or 0, viewport.sy or 0
+    sw = viewport.sw if viewport.sw is not None else columns - sx
+    sh = viewport.sh if viewport.sh is not None else rows - sy
+    x0, x1 = sorted((sx, sx + sw))
+    y0, y1 = sorted((sy, sy + sh))
+    if x0 < 0 or y0 < 0 or x1 > columns or y1 > rows or x1 <= x0 or y1 <= y0:
+        raise BadParameter(f"the viewport's source region is outside the {columns}x{rows} image")
+    region = img[y0:y1, x0:x1]
+    if sw < 0:
+        region = region[:, ::-1]
+    if sh < 0:
+        region = region[::-1]
+    out_rows, out_columns = fit(region.shape[0], region.shape[1], viewport.width, viewport.height)
+    return resize(region, out_rows, out_columns)
+
+
+# ------------------------------------------------------------------------------------- encoding
+
+
+def to_uint8(values: np.ndarray) -> np.ndarray:
+    """Display values rounded half up to 8 bits."""
+    return np.clip(np.floor(values + 0.5), 0, 255).astype(np.uint8)
+
+
+def encode(img: np.ndarray, media_type: str, quality: int = DEFAULT_QUALITY) -> bytes:
+    """An 8-bit image (rows × cols, or × 3 RGB) as JPEG or PNG bytes (raises :class:`CannotRender`)."""
+    img = np.ascontiguousarray(img)
+    if media_type == JPEG:
+        return bytes(imagecodecs.jpeg8_encode(img, level=quality))
+    if media_type == PNG:
+        return bytes(imagecodecs.png_encode(img))
+    raise CannotRender(f"rendered media type {media_type} is not produced; use image/jpeg or image/png")
+
+
+def render(
+    pixels: np.ndarray,
+    photometric: str,
+    rendering: Rendering,
+    *,
+    window: Window | None = None,
+    viewport: Viewport | None = None,
+    media_type: str = JPEG,
+    quality: int = DEFAULT_QUALITY,
+) -> bytes:
+    """One decoded frame rendered and encoded: display values, viewport, 8 bits, JPEG or PNG.
+
+    Raises :class:`BadParameter` (viewport region) and :class:`CannotRender`.
+    """
+    values = apply_viewport(display_values(pixels, photometric, rendering, window), viewport)
+    return encode(to_uint8(values), media_type, quality)
