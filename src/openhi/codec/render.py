@@ -328,6 +328,8 @@ def apply_window(values: np.ndarray, window: Window, low: float = 0.0, high: flo
     if window.function == LINEAR_EXACT:
         y = ((x - c) / w + 0.5) * span + low
         return np.where(x <= c - w / 2, low, np.where(x > c + w / 2, high, y))
+    if w == 1:  # a step: nothing lies strictly inside the window
+        return np.where(x <= c - 0.5, low, high)
     y = ((x - (c - 0.5)) / (w - 1) + 0.5) * span + low
     return np.where(x <= c - 0.5 - (w - 1) / 2, low, np.where(x > c - 0.5 + (w - 1) / 2, high, y))
 
