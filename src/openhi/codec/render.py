@@ -172,7 +172,8 @@ def _first(value: Any) -> Any:
     return value
 
 
-def _number(value: Any) -> float | None:
+def first_number(value: Any) -> float | None:
+    """The first value of a document attribute as a finite number (DS/IS text or a number), or None."""
     value = _first(value)
     if isinstance(value, bool) or value is None:
         return None
@@ -238,7 +239,7 @@ def _lut(item: Mapping[str, Any], descriptor_key: str, data_key: str) -> Lut | N
 
 
 def _window(source: Mapping[str, Any]) -> Window | None:
-    center, width = _number(source.get("WindowCenter")), _number(source.get("WindowWidth"))
+    center, width = first_number(source.get("WindowCenter")), first_number(source.get("WindowWidth"))
     if center is None or width is None:
         return None
     function = str(_first(source.get("VOILUTFunction")) or LINEAR).strip().upper()
@@ -257,16 +258,16 @@ def rendering(attributes: Mapping[str, Any], frame: int = 1) -> Rendering:
     Raises :class:`CannotRender` for a PALETTE COLOR image without usable (unsegmented) palette data.
     """
     photometric = str(_first(attributes.get("PhotometricInterpretation")) or "").strip().upper()
-    allocated = int(_number(attributes.get("BitsAllocated")) or 8)
-    bits_stored = int(_number(attributes.get("BitsStored")) or allocated)
-    signed = _number(attributes.get("PixelRepresentation")) == 1
+    allocated = int(first_number(attributes.get("BitsAllocated")) or 8)
+    bits_stored = int(first_number(attributes.get("BitsStored")) or allocated)
+    signed = first_number(attributes.get("PixelRepresentation")) == 1
     sources = [
         *(_item(g, "PixelValueTransformationSequence") for g in _groups(attributes, frame)),
         attributes,
     ]
     slope, intercept = 1.0, 0.0
     for source in sources:
-        s, i = _number(source.get("RescaleSlope")), _number(source.get("RescaleIntercept"))
+        s, i = first_number(source.get("RescaleSlope")), first_number(source.get("RescaleIntercept"))
         if s is not None or i is not None:
             slope, intercept = s if s else 1.0, i or 0.0
             break
