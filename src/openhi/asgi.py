@@ -20,6 +20,8 @@ from typing import Any
 
 import anyio.to_thread
 
+from openhi.auth.bearer import BearerPrincipal, BearerVerifier, InvalidTokenError, bearer_token
+from openhi.auth.cors import CorsPolicy
 from openhi.auth.principals import Authorizer
 from openhi.auth.routes import Body, Request, Route, RouteTable
 from openhi.awsapi.operations import api_routes
@@ -30,6 +32,7 @@ from openhi.awsapi.sigv4 import SigV4Verifier
 from openhi.core.errors import AccessDeniedError, OpenHIError, ValidationError
 from openhi.core.file_body import FileBody
 from openhi.dicomweb.routes import dicomweb_routes
+from openhi.dicomweb.targets import DATASTORE as DATASTORE_LABEL
 from openhi.handlers.extra import ROUTES as OPENHI_ROUTES
 from openhi.handlers.loader import load_all
 from openhi.services import Services
@@ -49,6 +52,11 @@ _LAST_RESORT_HEADERS = [
     (b"content-type", b"application/json"),
 ]
 _LAST_RESORT_BODY = b'{"message":"An unexpected error occurred; see the server log."}'
+#: the principal of an unsigned DICOMweb request in local mode (no credentials, no OIDC; loopback only)
+ANONYMOUS_LOCAL = "anonymous-local"
+#: the payload hash a streamed body's signature is pre-checked with; only the HMAC step can reject it
+_NO_HASH = "0" * 64
+_HMAC_MISMATCH = "The request signature we calculated does not match"
 
 
 class PayloadTooLarge(ValidationError):
@@ -94,11 +102,16 @@ class OpenHIApp:
         verifier: SigV4Verifier,
         authorizer: Authorizer | None = None,
         routes: RouteTable | None = None,
+        *,
+        oidc: BearerVerifier | None = None,
+        cors: CorsPolicy | None = None,
     ) -> None:
         self.services = services
         self.verifier = verifier
         self.authorizer = authorizer or Authorizer()
         self.routes = routes or build_routes()
+        self.oidc = oidc  # bearer tokens on the DICOMweb routes, when configured
+        self.cors = cors  # browser origins, when configured
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -107,18 +120,42 @@ class OpenHIApp:
         if scope["type"] != "http":
             return
         request_id = _next_request_id()
+        origin = _header(scope, b"origin") if self.cors is not None else None
+        preflight = origin is not None and scope["method"] == "OPTIONS" and _is_preflight(scope)
         try:
-            response = await self._handle(scope, receive)
+            if preflight:
+                assert origin is not None
+                response = self._preflight(scope, origin)
+            else:
+                response = await self._handle(scope, receive)
         except OpenHIError as exc:
             response = error_response(exc.code, exc.message, getattr(exc, "status", None))
             if scope.get("path", "").startswith("/openhi/"):  # openhi's own clients read the code here
                 response = _with_code(response, exc.code)
+            response.headers.extend(getattr(exc, "headers", ()))  # a bearer challenge (WWW-Authenticate)
         except Exception:
             log.exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
             response = error_response(
                 "InternalServerException", "An unexpected error occurred; see the server log."
             )
+        if self.cors is not None and not preflight:
+            response.headers = [*response.headers, *self.cors.response_headers(origin)]
         await self._send(send, response, request_id, scope.get("extensions"))
+
+    def _preflight(self, scope: Scope, origin: str) -> WireResponse:
+        """A CORS preflight: answered without credentials (a browser sends none with it)."""
+        assert self.cors is not None
+        status, headers = self.cors.preflight(origin, _header(scope, b"access-control-request-headers"))
+        if status != 200:
+            response = error_response(
+                "AccessDeniedException",
+                f"Origin {origin[:100]} is not allowed (openhi serve --cors-origin)",
+                403,
+            )
+            response.headers.extend(headers)
+        else:
+            response = WireResponse(200, headers, b"")
+        return response
 
     async def _handle(self, scope: Scope, receive: Receive) -> WireResponse:
         method: str = scope["method"]
@@ -135,24 +172,46 @@ class OpenHIApp:
         request = Request(method, path, query, headers, labels)
         if route.open:
             return await anyio.to_thread.run_sync(route.handler, self.services, request)
-        if route.body is Body.FILE:  # authenticated before a byte of the body is accepted
-            declared = _declared_sha256(request)
-            request.access_key_id = self.verifier.verify(
-                method, path, query, headers, payload_sha256=declared
-            )
+        # who is calling, settled before a byte of the body is accepted (the body's hash may come later)
+        bearer: BearerPrincipal | None = None
+        deferred = False  # a streamed body whose hash the signature covers without declaring it
+        kind = self._credential_kind(route, request)
+        if kind == "bearer":
+            bearer = await self._bearer(request)
+            request.access_key_id = bearer.name
+        elif kind == "anonymous":
+            request.access_key_id = ANONYMOUS_LOCAL
+        elif route.body is Body.FILE:
+            declared = request.header("x-amz-content-sha256")
+            if declared is None:
+                deferred = True
+                request.access_key_id = self._precheck_signature(request)
+            else:
+                declared = _declared_sha256(request)
+                request.access_key_id = self.verifier.verify(
+                    method, path, query, headers, payload_sha256=declared
+                )
         body = await _read_body(receive, route.body, self.services.scratch_dir, route.max_body)
         try:
             request.body, request.body_file, request.body_size = body.data, body.file, body.size
             request.body_sha256 = body.sha256
-            if route.body is Body.FILE:
-                if body.sha256 != declared:
-                    raise AccessDeniedError(
-                        "The provided 'x-amz-content-sha256' header does not match what was computed."
-                    )
-            else:
+            if kind != "sigv4":
+                pass
+            elif route.body is not Body.FILE:
                 request.access_key_id = self.verifier.verify(method, path, query, headers, body.data)
+            elif deferred:  # the HMAC over the hash of what arrived; the temporary file goes if it fails
+                request.access_key_id = self.verifier.verify(
+                    method, path, query, headers, payload_sha256=body.sha256
+                )
+            elif body.sha256 != declared:
+                raise AccessDeniedError(
+                    "The provided 'x-amz-content-sha256' header does not match what was computed."
+                )
             route.parse(request)
-            if self.authorizer.restricted(request.access_key_id or ""):
+            if bearer is not None:
+                assert route.action is not None  # not an open route
+                bearer.authorize(route.action, request.labels.get(DATASTORE_LABEL))
+            elif kind == "sigv4" and self.authorizer.restricted(request.access_key_id or ""):
                 await anyio.to_thread.run_sync(self._authorize, route, request)
             if route.inline is not None and route.inline(self.services, request):
                 response: WireResponse = route.handler(self.services, request)
@@ -161,6 +220,49 @@ class OpenHIApp:
         finally:
             body.close()
         return response
+
+    def _credential_kind(self, route: Route, request: Request) -> str:
+        """``sigv4``, or on a DICOMweb route ``bearer`` (an ``Authorization: Bearer`` token) or
+        ``anonymous`` (local mode without OIDC, and nothing that looks like a credential)."""
+        if route.front != "dicomweb":
+            return "sigv4"
+        authorization = request.header("authorization")
+        if bearer_token(authorization) is not None:
+            return "bearer"
+        if authorization is not None or b"X-Amz-Signature=" in request.query:
+            return "sigv4"
+        if self.oidc is not None:  # a DICOMweb client without credentials is asked for a token
+            raise InvalidTokenError("This request needs a bearer token or a SigV4 signature", error=None)
+        if self.verifier.local_mode:
+            return "anonymous"
+        return "sigv4"
+
+    async def _bearer(self, request: Request) -> BearerPrincipal:
+        """The principal of the request's bearer token; InvalidTokenError (401) when it is not valid."""
+        token = bearer_token(request.header("authorization"))
+        assert token is not None
+        if self.oidc is None:
+            raise InvalidTokenError(
+                "Bearer tokens are not accepted: this server has no OIDC issuer (--oidc-issuer, "
+                "--oidc-audience, --oidc-jwks)"
+            )
+        cached = self.oidc.cached(token)
+        if cached is not None:
+            return cached
+        return await anyio.to_thread.run_sync(self.oidc.verify, token)
+
+    def _precheck_signature(self, request: Request) -> str:
+        """Everything about a SigV4 signature that does not need the body (format, known key, scope,
+        time); the HMAC itself is checked once the body has arrived and been hashed. Raises
+        AccessDeniedError."""
+        try:
+            return self.verifier.verify(
+                request.method, request.path, request.query, request.headers, payload_sha256=_NO_HASH
+            )
+        except AccessDeniedError as exc:
+            if exc.message.startswith(_HMAC_MISMATCH):  # the only check left is the one that needs the body
+                return ""
+            raise
 
     def _authorize(self, route: Route, request: Request) -> None:
         assert route.action is not None and request.access_key_id is not None  # not an open route
@@ -200,6 +302,18 @@ class OpenHIApp:
                 await anyio.to_thread.run_sync(self.services.close)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    """One request header of an ASGI scope (``name`` in lower case), or None."""
+    for key, value in scope["headers"]:
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def _is_preflight(scope: Scope) -> bool:
+    return _header(scope, b"access-control-request-method") is not None
 
 
 def _declared_sha256(request: Request) -> str:

@@ -57,7 +57,23 @@ def _serve(args: argparse.Namespace) -> None:
     if args.workers < 1:
         raise SystemExit("openhi serve: --workers must be at least 1")
     threads = 0 if args.no_workers else args.import_threads
-    serve(_config(args, import_threads=threads), args.host, args.port, args.log_level, args.workers)
+    config = _config(args, import_threads=threads)
+    serve(config, args.host, args.port, args.log_level, args.workers, _web_access(args))
+
+
+def _web_access(args: argparse.Namespace) -> Any:
+    """OIDC and CORS from the flags, else from OPENHI_OIDC_ISSUER / _AUDIENCE / _JWKS and
+    OPENHI_CORS_ORIGINS (comma-separated)."""
+    from openhi.server import WebAccess, oidc_config
+
+    env = os.environ
+    oidc = oidc_config(
+        args.oidc_issuer or env.get("OPENHI_OIDC_ISSUER") or None,
+        args.oidc_audience or env.get("OPENHI_OIDC_AUDIENCE") or None,
+        args.oidc_jwks or env.get("OPENHI_OIDC_JWKS") or None,
+    )
+    origins = args.cors_origin or [o for o in env.get("OPENHI_CORS_ORIGINS", "").split(",") if o.strip()]
+    return WebAccess(oidc=oidc, cors_origins=tuple(o.strip() for o in origins))
 
 
 @_clean_errors
@@ -105,6 +121,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy-file",
         default=os.environ.get("OPENHI_POLICY_FILE") or None,
         help="JSON {principals: [{accessKeyId, secretAccessKey, policy}]}: keys limited by IAM-style policies",
+    )
+    serve.add_argument(
+        "--oidc-issuer", default=None, help="accept OIDC bearer tokens of this issuer on DICOMweb routes"
+    )
+    serve.add_argument("--oidc-audience", default=None, help="the audience (aud) those tokens must name")
+    serve.add_argument("--oidc-jwks", default=None, help="the issuer's keys: a JWKS file or https:// URL")
+    serve.add_argument(
+        "--cors-origin",
+        action="append",
+        default=None,
+        help="a browser origin allowed to call (scheme://host[:port], or *); repeatable",
     )
     serve.add_argument("--region", default=None, help="region in ARNs (default us-east-1)")
     serve.add_argument("--account-id", default=None, help="account id in ARNs (default 123456789012)")

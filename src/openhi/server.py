@@ -1,4 +1,4 @@
-"""Running the server: credentials and policies, start-up checks, uvicorn (one or N processes), import workers."""
+"""Running the server: credentials, policies, OIDC and CORS, start-up checks, uvicorn, import workers."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from openhi.asgi import OpenHIApp
+from openhi.auth.bearer import BearerVerifier, OidcConfig
+from openhi.auth.cors import CorsPolicy
 from openhi.auth.policy import PolicyError
 from openhi.auth.principals import Authorizer, read_policy_file
 from openhi.awsapi.sigv4 import SigV4Verifier
@@ -34,6 +37,49 @@ CONFIG_ENV = "OPENHI_SERVE_CONFIG"
 
 class StartupError(Exception):
     """The server refuses to start; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class WebAccess:
+    """How browsers and DICOMweb viewers get in: OIDC bearer tokens and CORS origins (both off by default)."""
+
+    oidc: OidcConfig | None = None
+    cors_origins: tuple[str, ...] = ()
+
+
+def oidc_config(issuer: str | None, audience: str | None, jwks: str | None) -> OidcConfig | None:
+    """The OIDC settings, or None when none is given.
+
+    Raises:
+        StartupError: some but not all of issuer, audience and JWKS are given.
+    """
+    given = {"--oidc-issuer": issuer, "--oidc-audience": audience, "--oidc-jwks": jwks}
+    if not any(given.values()):
+        return None
+    missing = [name for name, value in given.items() if not value]
+    if missing:
+        raise StartupError(
+            f"OIDC needs an issuer, an audience and a JWKS: {', '.join(missing)} (or the OPENHI_OIDC_* "
+            "variable) is missing"
+        )
+    assert issuer and audience and jwks
+    return OidcConfig(issuer=issuer, audience=audience, jwks=jwks)
+
+
+def web_access_parts(web: WebAccess | None) -> tuple[BearerVerifier | None, CorsPolicy | None]:
+    """The bearer verifier and CORS policy of ``web``.
+
+    Raises:
+        StartupError: the JWKS file cannot be used or an origin is malformed.
+    """
+    if web is None:
+        return None, None
+    try:
+        oidc = BearerVerifier(web.oidc) if web.oidc is not None else None
+        cors = CorsPolicy(web.cors_origins) if web.cors_origins else None
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
+    return oidc, cors
 
 
 def load_credentials(path: str | None) -> dict[str, str]:
@@ -145,22 +191,31 @@ def check_exposure(config: ServerConfig, host: str) -> None:
         )
 
 
-def build_app(config: ServerConfig, host: str) -> OpenHIApp:
+def build_app(config: ServerConfig, host: str, web: WebAccess | None = None) -> OpenHIApp:
     """The ready ASGI app for this configuration.
 
     Raises:
-        StartupError: no credentials are configured and ``host`` is not a loopback address.
+        StartupError: no credentials are configured and ``host`` is not a loopback address; a policy,
+            the JWKS file or a CORS origin cannot be used.
     """
     check_exposure(config, host)
     try:
         authorizer = Authorizer(config.policies)
     except PolicyError as exc:
         raise StartupError(str(exc)) from None
+    oidc, cors = web_access_parts(web)
     services = build_services(config)
-    return OpenHIApp(services, SigV4Verifier(config.credentials or None), authorizer)
+    return OpenHIApp(services, SigV4Verifier(config.credentials or None), authorizer, oidc=oidc, cors=cors)
 
 
-def serve(config: ServerConfig, host: str, port: int, log_level: str = "info", processes: int = 1) -> None:
+def serve(
+    config: ServerConfig,
+    host: str,
+    port: int,
+    log_level: str = "info",
+    processes: int = 1,
+    web: WebAccess | None = None,
+) -> None:
     """Serve until SIGTERM/SIGINT; uvicorn drains connections and the lifespan closes the services.
 
     With ``processes`` > 1, uvicorn's supervisor runs that many API processes on one port, each with its
@@ -181,17 +236,18 @@ def serve(config: ServerConfig, host: str, port: int, log_level: str = "info", p
     }
     check_codecs()
     check_exposure(config, host)
+    web_access_parts(web)  # a bad JWKS file or origin stops the start before the port is taken
     if processes <= 1:
         sock = bind_port(host, port)  # before the data dir or anything else exists
         try:
-            app = build_app(config, host)
+            app = build_app(config, host, web)
             uvicorn.Server(uvicorn.Config(app, **common)).run(sockets=[sock])  # type: ignore[arg-type]
         finally:
             sock.close()
         return
     if not reuse_port_supported():  # one shared socket, as uvicorn --workers does it
         bind_port(host, port).close()
-        _prepare_processes(config, host)
+        _prepare_processes(config, host, web)
         uvicorn.run("openhi.server:create_app", factory=True, workers=processes, **common)  # type: ignore[arg-type]
         return
     # Each API process listens on its own SO_REUSEPORT socket (openhi.listeners), under uvicorn's supervisor
@@ -201,7 +257,7 @@ def serve(config: ServerConfig, host: str, port: int, log_level: str = "info", p
     except OSError as exc:
         raise StartupError(port_problem(host, port, exc)) from None
     try:
-        _prepare_processes(config, host)
+        _prepare_processes(config, host, web)
     except BaseException:
         holder.close()
         raise
@@ -214,14 +270,20 @@ def serve(config: ServerConfig, host: str, port: int, log_level: str = "info", p
         holder.close()
 
 
-def _prepare_processes(config: ServerConfig, host: str) -> None:
+def _prepare_processes(config: ServerConfig, host: str, web: WebAccess | None = None) -> None:
     """Check what every API process will need once, and hand them the configuration."""
     try:
         Authorizer(config.policies)
     except PolicyError as exc:
         raise StartupError(str(exc)) from None
     check_backends(config)
-    os.environ[CONFIG_ENV] = json.dumps(_config_dict(config, host))
+    raw = _config_dict(config, host)
+    if web is not None:
+        raw["web"] = {
+            "oidc": dataclasses.asdict(web.oidc) if web.oidc is not None else None,
+            "cors_origins": list(web.cors_origins),
+        }
+    os.environ[CONFIG_ENV] = json.dumps(raw)
 
 
 def check_backends(config: ServerConfig) -> None:
@@ -258,9 +320,14 @@ def app_from_environment() -> OpenHIApp:
     """The app of one API process started by ``serve --workers N`` (see :data:`CONFIG_ENV`)."""
     raw = json.loads(os.environ[CONFIG_ENV])
     host = raw.pop("host")
+    web_raw = raw.pop("web", None)
+    web = None
+    if web_raw is not None:
+        oidc = OidcConfig(**web_raw["oidc"]) if web_raw["oidc"] is not None else None
+        web = WebAccess(oidc=oidc, cors_origins=tuple(web_raw["cors_origins"]))
     raw["data_dir"] = Path(raw["data_dir"])
     raw["settings"] = Settings(**raw["settings"])
-    return build_app(ServerConfig(**raw), host)
+    return build_app(ServerConfig(**raw), host, web)
 
 
 def run_worker(config: ServerConfig, log_level: str = "info") -> None:
