@@ -24,7 +24,7 @@ def url_for(level: Level, study: str, series: str, sop: str) -> str:
     }[level]
 
 
-STUDY_ROWS = {
+STUDY_ROWS: dict[str, dict[str, Any]] = {
     ST1: {
         "study_uid": ST1,
         "study_date": "20240101",
@@ -58,7 +58,7 @@ STUDY_ROWS = {
         "num_instances": 1,
     },
 }
-SERIES_ROWS = {
+SERIES_ROWS: dict[str, dict[str, Any]] = {
     SE1: {
         "study_uid": ST1,
         "series_uid": SE1,
@@ -77,7 +77,7 @@ SERIES_ROWS = {
     },
     SE2: {"study_uid": ST2, "series_uid": SE2, "modality": "MR", "series_number": None, "num_instances": 1},
 }
-INSTANCE_ROW = {
+INSTANCE_ROW: dict[str, Any] = {
     "study_uid": ST1,
     "series_uid": SE1,
     "sop_uid": SOP1,
@@ -92,7 +92,7 @@ INSTANCE_ROW = {
     "stored_ts": "1.2.840.10008.1.2.1",
     "num_instances": 10,
 }
-DOC = {
+DOC: dict[str, Any] = {
     "Patient": {"DICOM": {"PatientName": "Doe^John", "PatientAge": "054Y", "PatientWeight": 70.5}},
     "Study": {
         "DICOM": {"StudyInstanceUID": ST1, "StudyDescription": "HEAD", "00091001": "private"},
