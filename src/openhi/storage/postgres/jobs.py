@@ -88,7 +88,19 @@ class JobQueueTables(ImageSetTables):
         creations: list[tuple[ImageSet, ImageSetVersion, list[FrameRef]]],
         appends: list[tuple[VersionCommit, int]],
     ) -> str:
-        raise NotImplementedError
+        """commit_import without a job: every creation and append in one transaction, or nothing."""
+        try:
+            with self.db.tx() as cur:
+                for head, version, frames in creations:
+                    q.create(cur, POSTGRES, head, version, frames)
+                for commit, expected in sorted(appends, key=lambda a: a[0].image_set_id):
+                    if not q.append_version(cur, POSTGRES, datastore_id, commit, expected):
+                        raise _Abort("conflict")
+        except _Abort as abort:
+            return abort.outcome
+        except _RACES:
+            return "conflict"
+        return "ok"
 
 
 def _finish(cur: Cur, job: ImportJob, worker_id: str) -> bool:

@@ -89,7 +89,22 @@ class JobQueueTables(ImageSetTables):
         creations: list[tuple[ImageSet, ImageSetVersion, list[FrameRef]]],
         appends: list[tuple[VersionCommit, int]],
     ) -> str:
-        raise NotImplementedError
+        """commit_import without a job: every creation and append in one transaction, or nothing."""
+        try:
+            with self.db.write() as conn:
+                for head, version, frames in creations:
+                    try:
+                        q.insert_head(conn, SQLITE, head)
+                    except sqlite3.IntegrityError:  # another live primary set of this series
+                        raise _Abort("conflict") from None
+                    q.insert_version(conn, SQLITE, version)
+                    q.insert_frames(conn, SQLITE, head.id, frames)
+                for commit, expected in sorted(appends, key=lambda a: a[0].image_set_id):
+                    if not q.append_version(conn, SQLITE, datastore_id, commit, expected):
+                        raise _Abort("conflict")
+        except _Abort as abort:
+            return abort.outcome
+        return "ok"
 
 
 def _finish(conn: sqlite3.Connection, job: ImportJob, worker_id: str) -> bool:
