@@ -19,6 +19,7 @@ from openhi.dicom.document import document_from_instances
 from openhi.dicom.instance import process_instance
 from openhi.dicom.instance_view import instance_view
 from openhi.dicom.stored_frames import decode_frame, image_format
+from openhi.dicomweb import rendered
 
 
 def _mono(bits: int = 16, signed: bool = False, **kw: object) -> r.Rendering:
@@ -176,7 +177,7 @@ def test_voi_lut_sequence() -> None:
     ],
 )
 def test_parse_window(text: str, want: r.Window) -> None:
-    assert r.parse_window(text) == want
+    assert rendered.parse_window(text) == want
 
 
 @pytest.mark.parametrize(
@@ -184,20 +185,20 @@ def test_parse_window(text: str, want: r.Window) -> None:
 )
 def test_parse_window_refuses(text: str) -> None:
     with pytest.raises(r.BadParameter):
-        r.parse_window(text)
+        rendered.parse_window(text)
 
 
 def test_parse_viewport_and_quality() -> None:
-    assert r.parse_viewport("256,128") == r.Viewport(256, 128)
-    assert r.parse_viewport("64,64,10,20,-30,40") == r.Viewport(64, 64, 10, 20, -30, 40)
-    assert r.parse_viewport("64,64,,,30,") == r.Viewport(64, 64, None, None, 30, None)
+    assert rendered.parse_viewport("256,128") == r.Viewport(256, 128)
+    assert rendered.parse_viewport("64,64,10,20,-30,40") == r.Viewport(64, 64, 10, 20, -30, 40)
+    assert rendered.parse_viewport("64,64,,,30,") == r.Viewport(64, 64, None, None, 30, None)
     for bad in ("0,10", "10", "10,10,1", "x,10", "10,10,-1,0,5,5", "10,10,0,0,0,5", "9000,10"):
         with pytest.raises(r.BadParameter):
-            r.parse_viewport(bad)
-    assert r.parse_quality("1") == 1 and r.parse_quality("100") == 100
+            rendered.parse_viewport(bad)
+    assert rendered.parse_quality("1") == 1 and rendered.parse_quality("100") == 100
     for bad in ("0", "101", "high", "9.5"):
         with pytest.raises(r.BadParameter):
-            r.parse_quality(bad)
+            rendered.parse_quality(bad)
 
 
 def test_viewport_keeps_aspect_and_averages_areas() -> None:

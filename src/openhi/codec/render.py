@@ -24,8 +24,6 @@ _FUNCTIONS = {
     "linear_exact": LINEAR_EXACT,
     "sigmoid": SIGMOID,
 }
-#: the largest side a rendered image may have (a viewport asking for more is refused)
-MAX_SIDE = 8192
 _GRAY = frozenset({"MONOCHROME1", "MONOCHROME2"})
 _YBR = frozenset({"YBR_FULL", "YBR_FULL_422"})
 
@@ -87,26 +85,6 @@ class Rendering:
     palette: tuple[Lut, Lut, Lut] | None = None
 
 
-# ------------------------------------------------------------------------------------- query parameters
-
-
-def _decimal(text: str, name: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise BadParameter(f"{name} must be a number, not {text!r}") from None
-    if not math.isfinite(value):
-        raise BadParameter(f"{name} must be a finite number, not {text!r}")
-    return value
-
-
-def _integer(text: str, name: str) -> int:
-    try:
-        return int(text.strip())
-    except ValueError:
-        raise BadParameter(f"{name} must be an integer, not {text!r}") from None
-
-
 def check_window(window: Window) -> Window:
     """``window`` when its width suits its function (raises :class:`BadParameter`)."""
     if window.function == LINEAR and window.width < 1:
@@ -114,53 +92,6 @@ def check_window(window: Window) -> Window:
     if window.width <= 0:
         raise BadParameter(f"window width must be positive, not {window.width:g}")
     return window
-
-
-def parse_window(text: str) -> Window:
-    """``center,width[,function]`` (function: linear, linear-exact or sigmoid; default linear).
-
-    Raises :class:`BadParameter`.
-    """
-    parts = [p.strip() for p in text.split(",")]
-    if len(parts) not in (2, 3):
-        raise BadParameter(f"window must be center,width,function, not {text!r}")
-    function = LINEAR
-    if len(parts) == 3:
-        found = _FUNCTIONS.get(parts[2].lower())
-        if found is None:
-            raise BadParameter(f"window function must be linear, linear-exact or sigmoid, not {parts[2]!r}")
-        function = found
-    return check_window(
-        Window(_decimal(parts[0], "window center"), _decimal(parts[1], "window width"), function)
-    )
-
-
-def parse_viewport(text: str) -> Viewport:
-    """``vw,vh[,sx,sy,sw,sh]`` (an empty sx … sh takes its default). Raises :class:`BadParameter`."""
-    parts = [p.strip() for p in text.split(",")]
-    if len(parts) not in (2, 6):
-        raise BadParameter(f"viewport must be vw,vh or vw,vh,sx,sy,sw,sh, not {text!r}")
-    vw, vh = _integer(parts[0], "viewport width"), _integer(parts[1], "viewport height")
-    if not (0 < vw <= MAX_SIDE and 0 < vh <= MAX_SIDE):
-        raise BadParameter(f"viewport width and height must be between 1 and {MAX_SIDE}, not {vw},{vh}")
-    region = [
-        None if not p else _integer(p, "viewport " + n)
-        for p, n in zip(parts[2:], ["sx", "sy", "sw", "sh"], strict=False)
-    ]
-    sx, sy, sw, sh = region + [None] * (4 - len(region))
-    if (sx is not None and sx < 0) or (sy is not None and sy < 0):
-        raise BadParameter("viewport sx and sy must not be negative")
-    if sw == 0 or sh == 0:
-        raise BadParameter("viewport sw and sh must not be zero")
-    return Viewport(vw, vh, sx, sy, sw, sh)
-
-
-def parse_quality(text: str) -> int:
-    """``quality`` as an integer 1..100. Raises :class:`BadParameter`."""
-    quality = _integer(text, "quality")
-    if not 1 <= quality <= 100:
-        raise BadParameter(f"quality must be between 1 and 100, not {quality}")
-    return quality
 
 
 # ------------------------------------------------------------------------------------- instance attributes

@@ -8,6 +8,7 @@ instance (by Instance Number) or the study's first series (by Series Number) to 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,16 @@ THUMBNAIL = render.Viewport(128, 128)
 CACHE_CONTROL = "private, max-age=60"
 
 
+#: the largest side of a viewport
+MAX_SIDE = 8192
+_FUNCTIONS = {
+    "linear": render.LINEAR,
+    "linear-exact": render.LINEAR_EXACT,
+    "linear_exact": render.LINEAR_EXACT,
+    "sigmoid": render.SIGMOID,
+}
+
+
 @dataclass(frozen=True)
 class Options:
     """The rendering query parameters and the negotiated media type of one request."""
@@ -56,6 +67,74 @@ class Located:
 
     head: ImageSet
     view: InstanceView
+
+
+def _decimal(text: str, name: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise render.BadParameter(f"{name} must be a number, not {text!r}") from None
+    if not math.isfinite(value):
+        raise render.BadParameter(f"{name} must be a finite number, not {text!r}")
+    return value
+
+
+def _integer(text: str, name: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise render.BadParameter(f"{name} must be an integer, not {text!r}") from None
+
+
+def parse_window(text: str) -> render.Window:
+    """``center,width[,function]`` (function: linear, linear-exact or sigmoid; default linear).
+
+    Raises :class:`~openhi.codec.render.BadParameter`.
+    """
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) not in (2, 3):
+        raise render.BadParameter(f"window must be center,width,function, not {text!r}")
+    function = render.LINEAR
+    if len(parts) == 3:
+        found = _FUNCTIONS.get(parts[2].lower())
+        if found is None:
+            raise render.BadParameter(
+                f"window function must be linear, linear-exact or sigmoid, not {parts[2]!r}"
+            )
+        function = found
+    return render.check_window(
+        render.Window(_decimal(parts[0], "window center"), _decimal(parts[1], "window width"), function)
+    )
+
+
+def parse_viewport(text: str) -> render.Viewport:
+    """``vw,vh[,sx,sy,sw,sh]`` (an empty sx … sh takes its default). Raises :class:`~openhi.codec.render.BadParameter`."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) not in (2, 6):
+        raise render.BadParameter(f"viewport must be vw,vh or vw,vh,sx,sy,sw,sh, not {text!r}")
+    vw, vh = _integer(parts[0], "viewport width"), _integer(parts[1], "viewport height")
+    if not (0 < vw <= MAX_SIDE and 0 < vh <= MAX_SIDE):
+        raise render.BadParameter(
+            f"viewport width and height must be between 1 and {MAX_SIDE}, not {vw},{vh}"
+        )
+    region = [
+        None if not p else _integer(p, "viewport " + n)
+        for p, n in zip(parts[2:], ["sx", "sy", "sw", "sh"], strict=False)
+    ]
+    sx, sy, sw, sh = region + [None] * (4 - len(region))
+    if (sx is not None and sx < 0) or (sy is not None and sy < 0):
+        raise render.BadParameter("viewport sx and sy must not be negative")
+    if sw == 0 or sh == 0:
+        raise render.BadParameter("viewport sw and sh must not be zero")
+    return render.Viewport(vw, vh, sx, sy, sw, sh)
+
+
+def parse_quality(text: str) -> int:
+    """``quality`` as an integer 1..100. Raises :class:`~openhi.codec.render.BadParameter`."""
+    quality = _integer(text, "quality")
+    if not 1 <= quality <= 100:
+        raise render.BadParameter(f"quality must be between 1 and 100, not {quality}")
+    return quality
 
 
 def options(request: Request, thumbnail: bool = False) -> Options:
@@ -76,9 +155,9 @@ def options(request: Request, thumbnail: bool = False) -> Options:
             f"{', '.join(render.MEDIA_TYPES)}."
         ) from None
     try:
-        window = render.parse_window(params["window"]) if "window" in params else None
-        viewport = render.parse_viewport(params["viewport"]) if "viewport" in params else None
-        quality = render.parse_quality(params["quality"]) if "quality" in params else render.DEFAULT_QUALITY
+        window = parse_window(params["window"]) if "window" in params else None
+        viewport = parse_viewport(params["viewport"]) if "viewport" in params else None
+        quality = parse_quality(params["quality"]) if "quality" in params else render.DEFAULT_QUALITY
     except render.BadParameter as exc:
         raise ValidationError(str(exc)) from None
     if thumbnail and viewport is None:
