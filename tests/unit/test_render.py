@@ -243,7 +243,15 @@ def test_png_round_trip_exact_and_jpeg_size() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["CT_small.dcm", "MR_small.dcm", "SC_rgb_small_odd.dcm", "examples_palette.dcm"]
+    "name",
+    [
+        "CT_small.dcm",
+        "MR_small.dcm",
+        "SC_rgb_small_odd.dcm",
+        "examples_palette.dcm",
+        "SC_ybr_full_422_uncompressed.dcm",  # stored as full-resolution YBR: rendered as RGB
+        "examples_ybr_color.dcm",  # JPEG baseline stored as it is: pydicom's decoder gives RGB
+    ],
 )
 def test_stored_frame_renders_like_the_source_pixels(name: str) -> None:
     """The imported instance's stored frame renders to the same PNG as pydicom's pixel_array."""
@@ -259,7 +267,9 @@ def test_stored_frame_renders_like_the_source_pixels(name: str) -> None:
     rendering = r.rendering(view.attributes)
     source = pydicom.dcmread(str(path))
     ours = imagecodecs.png_decode(r.render(pixels, photometric, rendering, media_type=r.PNG))
-    want = r.to_uint8(r.display_values(source.pixel_array, source.PhotometricInterpretation, rendering))
+    first = source.pixel_array[0] if int(source.get("NumberOfFrames") or 1) > 1 else source.pixel_array
+    colour = "RGB" if source.PhotometricInterpretation.startswith("YBR") else source.PhotometricInterpretation
+    want = r.to_uint8(r.display_values(first, colour, rendering))
     assert np.array_equal(ours, want)
     if name == "MR_small.dcm":
         assert rendering.window == r.Window(600, 1600)
