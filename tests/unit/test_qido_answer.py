@@ -71,6 +71,7 @@ SERIES_ROWS: dict[str, dict[str, Any]] = {
         "pps_start_date": None,
         "pps_start_time": None,
         "num_instances": 4,
+        "image_set_id": "a" * 32,
         # the study's columns, as a series row also carries them
         "patient_name": "Doe^John",
         "num_series": 2,
@@ -313,7 +314,9 @@ def test_includefield_all_for_instances() -> None:
 
 
 def test_includefield_all_for_series_stops_at_the_series_node() -> None:
-    results, _, _ = answer("includefield=all", Level.SERIES, study=ST1)
+    results, index, reader = answer("includefield=all", Level.SERIES, study=ST1)
+    assert [q.level for q in index.queries] == [Level.SERIES, Level.STUDY, Level.INSTANCE]  # SE2: no set id
+    assert reader.reads == ["a" * 32, "a" * 32]
     obj = results[0]
     assert obj["00080080"] == {"vr": "LO", "Value": ["Hosp"]} and "00080008" not in obj
     assert obj["00101010"] == {"vr": "AS", "Value": ["054Y"]}

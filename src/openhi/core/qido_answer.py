@@ -196,6 +196,8 @@ class QidoAnswer:
             )
         study = str(row.get("study_uid") or q.study_uid or "")
         series = str(row.get("series_uid") or q.series_uid or "") if q.level is Level.SERIES else None
+        if series is not None and row.get("image_set_id"):
+            return str(row["image_set_id"]), series, ""  # the series' image set: its first instance
         first = self.index.dicom_instances(
             DicomQuery(Level.INSTANCE, q.datastore_id, study_uid=study, series_uid=series, limit=1)
         )
@@ -246,12 +248,14 @@ def _node_dicom(node: Any) -> dict[str, Any]:
 
 def entity_view(doc: Mapping[str, Any], level: Level, series_uid: str, sop_uid: str) -> InstanceView | None:
     """An InstanceView of the attributes a ``level`` entity owns in ``doc``: Patient and Study for a study,
-    plus the series' for a series, plus the instance's for an instance (VRs from the instance node)."""
+    plus the series' for a series, plus the instance's for an instance (VRs from the instance node
+    ``sop_uid``, or the series' first when it is "")."""
     study = doc.get("Study") if isinstance(doc.get("Study"), dict) else {}
     series_node = (study.get("Series") or {}).get(series_uid) if isinstance(study, dict) else None
-    instance_node = (
-        (series_node.get("Instances") or {}).get(sop_uid) if isinstance(series_node, dict) else None
-    )
+    instances = (series_node.get("Instances") or {}) if isinstance(series_node, dict) else {}
+    if not sop_uid:
+        sop_uid = next(iter(instances), "")
+    instance_node = instances.get(sop_uid)
     if not isinstance(instance_node, dict):
         return None
     nodes = [doc.get("Patient"), study, series_node, instance_node][: _NODES[level]]

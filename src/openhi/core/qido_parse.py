@@ -24,9 +24,8 @@ _UID = re.compile(r"[0-9]+(?:\.[0-9]+)*")
 _INTEGER = re.compile(r"[+-]?[0-9]{1,12}")
 _UINT = re.compile(r"[0-9]{1,18}")
 _TAG = re.compile(r"[0-9A-Fa-f]{8}")
-_TIME = re.compile(r"([01][0-9]|2[0-3])(?:([0-5][0-9])(?:([0-5][0-9]|60)(?:\.([0-9]{1,6}))?)?)?")
+_TIME = re.compile(r"(?:[01][0-9]|2[0-3])(?:[0-5][0-9](?:(?:[0-5][0-9]|60)(?:\.[0-9]{1,6})?)?)?")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_TEXT_VRS = frozenset({"PN", "LO", "SH", "CS", "LT", "ST", "UT", "UC", "AE"})
 _INTEGER_VRS = frozenset({"IS", "US", "UL", "SS", "SL"})
 _RESERVED = (
     "limit",
@@ -127,37 +126,22 @@ def _date(value: str, name: str) -> str:
     raise ValidationError(f"{name} {value[:80]!r} is not a date (YYYYMMDD).")
 
 
-def _time(value: str, name: str, *, high: bool = False) -> str:
-    """A TM value; as a range bound it is completed to HHMMSS.FFFFFF (``high``: the last instant it names)."""
-    m = _TIME.fullmatch(value)
-    if m is None:
+def _time(value: str, name: str) -> str:
+    if _TIME.fullmatch(value) is None:
         raise ValidationError(f"{name} {value[:80]!r} is not a time (HH[MM[SS[.FFFFFF]]]).")
-    hh, mm, ss, frac = m.groups()
-    fill = "9" if high else "0"
-    if mm is None:
-        return hh + ("5959" if high else "0000") + (".999999" if high else "")
-    if ss is None:
-        return hh + mm + ("59" if high else "00") + (".999999" if high else "")
-    if frac is None:
-        return hh + mm + ss + (".999999" if high else "")
-    return f"{hh}{mm}{ss}.{frac.ljust(6, fill)}"
+    return value
 
 
 def _range_or_single(attr: Attribute, name: str, value: str) -> Match:
+    """DA / TM: one value, or a range whose open end is "" (bounds as given: the index compares a bound of
+    coarser precision as holding every finer value, so ``-1200`` includes 12:00:30)."""
+    check = _date if attr.vr == "DA" else _time
     if "-" not in value:
-        if attr.vr == "DA":
-            _date(value, name)
-        else:
-            _time(value, name)
-        return Match(attr, Kind.SINGLE, (value,))
+        return Match(attr, Kind.SINGLE, (check(value, name),))
     low, _, high = value.partition("-")
     if "-" in high or not (low or high):
         raise ValidationError(f"{name} {value[:80]!r} is not a range (start-end, start- or -end).")
-    if attr.vr == "DA":
-        bounds = (_date(low, name) if low else "", _date(high, name) if high else "")
-    else:
-        bounds = (_time(low, name) if low else "", _time(high, name, high=True) if high else "")
-    return Match(attr, Kind.RANGE, bounds)
+    return Match(attr, Kind.RANGE, (check(low, name) if low else "", check(high, name) if high else ""))
 
 
 def _match(attr: Attribute, name: str, value: str, fuzzy: bool) -> Match:
