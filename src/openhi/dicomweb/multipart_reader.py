@@ -52,6 +52,10 @@ def media_type(value: str) -> tuple[str, dict[str, str]]:
         eq = rest.find("=", i)
         if eq < 0:
             break
+        semi = rest.find(";", i)
+        if 0 <= semi < eq:  # a parameter without a value: skipped
+            i = semi + 1
+            continue
         name = rest[i:eq].strip().lower()
         i = eq + 1
         while i < n and rest[i] in " \t":
@@ -182,7 +186,7 @@ def _headers(stream: _Stream) -> dict[str, str]:
         if stream.buf[:2] == b"\r\n":  # no headers at all (an incomplete buffer is filled below)
             del stream.buf[:2]
             return {}
-        end = stream.buf.find(b"\r\n\r\n")
+        end = stream.buf.find(b"\r\n\r\n", 0, MAX_HEADER_BYTES + 4)
         if end >= 0:
             block = bytes(stream.buf[:end])
             del stream.buf[: end + 4]
