@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from openhi.core.records import FrameRef, ImageSet, ImageSetVersion
 from openhi.ports.index import LockRequest, VersionCommit
+from openhi.storage import dicom_index_sql
 from openhi.storage.sql_dialect import Executor as Executor
 from openhi.storage.sql_dialect import Paramstyle as Paramstyle
 from openhi.storage.sql_dialect import Result as Result
@@ -154,6 +155,8 @@ def insert_head(ex: Executor, d: Dialect, head: ImageSet) -> None:
             *cols.values(),
         ),
     )
+    if head.dicom is not None:  # the DICOM index of the new set's content, in the same transaction
+        dicom_index_sql.sync(ex, d.paramstyle, head.datastore_id, head.id, head.dicom, head.updated_at)
 
 
 def create(
@@ -254,6 +257,11 @@ def apply_commit(
         sql(f"UPDATE image_sets SET {', '.join(sets)} WHERE id = ? AND datastore_id = ?", d.paramstyle),
         [*args, commit.image_set_id, datastore_id],
     )
+    if commit.dicom is not None or commit.is_primary is not None or commit.head_state == "DELETED":
+        # new content, or a change of what is live (primary and not DELETED): the DICOM index follows
+        dicom_index_sql.sync(
+            ex, d.paramstyle, datastore_id, commit.image_set_id, commit.dicom, commit.updated_at
+        )
     insert_frames(ex, d, commit.image_set_id, commit.frames)
     if commit.collect:
         collect(ex, d, commit.image_set_id, commit.updated_at)

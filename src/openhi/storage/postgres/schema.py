@@ -227,4 +227,84 @@ MIGRATIONS: list[str] = [
     CREATE INDEX image_sets_studydt_block_updated ON image_sets
         (datastore_id, study_block, updated_at, id, is_primary) WHERE state <> 'DELETED';
     """,
+    # 6: the DICOM study / series / instance index (QIDO-RS, WADO-RS, C-FIND; storage/dicom_index_sql.py),
+    # written in the transaction of every image-set write that changes it. dicom_series: one row per image set
+    # with content (live = primary and not DELETED; a DELETED set's rows are removed); dicom_instances: its
+    # instances; dicom_studies: recomputed from the study's live series (a study without one has no row).
+    # Study-level matches are served by one index each within the datastore.
+    """
+    CREATE TABLE dicom_studies (
+        datastore_id TEXT COLLATE "C" NOT NULL,
+        study_uid TEXT COLLATE "C" NOT NULL,
+        study_date TEXT COLLATE "C",
+        study_time TEXT COLLATE "C",
+        accession_number TEXT COLLATE "C",
+        referring_physician_name TEXT COLLATE "C",
+        study_description TEXT COLLATE "C",
+        patient_name TEXT COLLATE "C",
+        patient_id TEXT COLLATE "C",
+        patient_birth_date TEXT COLLATE "C",
+        patient_sex TEXT COLLATE "C",
+        study_id TEXT COLLATE "C",
+        modalities TEXT COLLATE "C",
+        num_series INTEGER NOT NULL,
+        num_instances INTEGER NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (datastore_id, study_uid)
+    );
+    CREATE INDEX dicom_studies_updated ON dicom_studies (datastore_id, updated_at DESC, study_uid);
+    CREATE INDEX dicom_studies_patient_id ON dicom_studies (datastore_id, patient_id);
+    CREATE INDEX dicom_studies_patient_name ON dicom_studies (datastore_id, patient_name);
+    CREATE INDEX dicom_studies_accession ON dicom_studies (datastore_id, accession_number);
+    CREATE INDEX dicom_studies_date ON dicom_studies (datastore_id, study_date);
+    CREATE INDEX dicom_studies_study_id ON dicom_studies (datastore_id, study_id);
+
+    CREATE TABLE dicom_series (
+        image_set_id TEXT COLLATE "C" PRIMARY KEY,
+        datastore_id TEXT COLLATE "C" NOT NULL,
+        study_uid TEXT COLLATE "C" NOT NULL,
+        series_uid TEXT COLLATE "C" NOT NULL,
+        live SMALLINT NOT NULL CHECK (live IN (0, 1)),
+        study_date TEXT COLLATE "C",
+        study_time TEXT COLLATE "C",
+        accession_number TEXT COLLATE "C",
+        referring_physician_name TEXT COLLATE "C",
+        study_description TEXT COLLATE "C",
+        patient_name TEXT COLLATE "C",
+        patient_id TEXT COLLATE "C",
+        patient_birth_date TEXT COLLATE "C",
+        patient_sex TEXT COLLATE "C",
+        study_id TEXT COLLATE "C",
+        modality TEXT COLLATE "C",
+        series_description TEXT COLLATE "C",
+        body_part TEXT COLLATE "C",
+        series_number INTEGER,
+        series_date TEXT COLLATE "C",
+        series_time TEXT COLLATE "C",
+        pps_start_date TEXT COLLATE "C",
+        pps_start_time TEXT COLLATE "C",
+        num_instances INTEGER NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX dicom_series_study ON dicom_series (datastore_id, study_uid, series_uid) WHERE live = 1;
+    CREATE INDEX dicom_series_uid ON dicom_series (datastore_id, series_uid) WHERE live = 1;
+
+    CREATE TABLE dicom_instances (
+        image_set_id TEXT COLLATE "C" NOT NULL,
+        sop_uid TEXT COLLATE "C" NOT NULL,
+        datastore_id TEXT COLLATE "C" NOT NULL,
+        study_uid TEXT COLLATE "C" NOT NULL,
+        series_uid TEXT COLLATE "C" NOT NULL,
+        sop_class_uid TEXT COLLATE "C",
+        instance_number INTEGER,
+        rows INTEGER,
+        columns INTEGER,
+        bits_allocated INTEGER,
+        number_of_frames INTEGER,
+        frame_ids TEXT COLLATE "C" NOT NULL,
+        stored_ts TEXT COLLATE "C",
+        PRIMARY KEY (image_set_id, sop_uid)
+    );
+    CREATE INDEX dicom_instances_sop ON dicom_instances (datastore_id, sop_uid);
+    """,
 ]

@@ -1,23 +1,37 @@
-"""The DICOM study / series / instance index queries (placeholder until built)."""
+"""SQLite index, DICOM half: the study / series / instance queries of QIDO-RS and WADO-RS (dicom_index_sql)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from openhi.core.dicom_query import DicomQuery
+from openhi.core.dicom_query import DicomQuery, Level
+from openhi.storage import dicom_index_sql as dq
+from openhi.storage.sqlite.connection import Database
 
 
 class DicomIndexTables:
+    db: Database
+
+    def _query(self, query: DicomQuery, level: Level) -> list[dict[str, Any]]:
+        if query.level is not level:
+            raise ValueError(f"a {query.level.value} query asked for {level.value} rows")
+        text, args = dq.query_sql(query, pg=False)
+        keys = dq.row_keys(level)
+        return [dq.to_row(r, keys) for r in self.db.conn.execute(text, args).fetchall()]
+
     def dicom_studies(self, query: DicomQuery) -> list[dict[str, Any]]:
-        raise NotImplementedError
+        return self._query(query, Level.STUDY)
 
     def dicom_series(self, query: DicomQuery) -> list[dict[str, Any]]:
-        raise NotImplementedError
+        return self._query(query, Level.SERIES)
 
     def dicom_instances(self, query: DicomQuery) -> list[dict[str, Any]]:
-        raise NotImplementedError
+        return self._query(query, Level.INSTANCE)
 
     def dicom_instance(
         self, datastore_id: str, study_uid: str, series_uid: str, sop_uid: str
     ) -> dict[str, Any] | None:
-        raise NotImplementedError
+        row = self.db.conn.execute(
+            dq.INSTANCE_LOOKUP, (sop_uid, datastore_id, study_uid, series_uid)
+        ).fetchone()
+        return None if row is None else dq.to_row(row, dq.INSTANCE_KEYS)

@@ -226,4 +226,84 @@ MIGRATIONS: list[str] = [
             + min(CAST(substr(study_datetime, 7, 2) AS INTEGER), 31)) / 16 ELSE -1 END),
         updated_at, id, study_datetime, is_primary, state) WHERE state != 'DELETED';
     """,
+    # 7: the DICOM study / series / instance index (QIDO-RS, WADO-RS, C-FIND; storage/dicom_index_sql.py),
+    # written in the transaction of every image-set write that changes it. dicom_series: one row per image set
+    # with content (live = primary and not DELETED; a DELETED set's rows are removed); dicom_instances: its
+    # instances; dicom_studies: recomputed from the study's live series (a study without one has no row).
+    # Study-level matches are served by one index each within the datastore.
+    """
+    CREATE TABLE dicom_studies (
+        datastore_id TEXT NOT NULL,
+        study_uid TEXT NOT NULL,
+        study_date TEXT,
+        study_time TEXT,
+        accession_number TEXT,
+        referring_physician_name TEXT,
+        study_description TEXT,
+        patient_name TEXT,
+        patient_id TEXT,
+        patient_birth_date TEXT,
+        patient_sex TEXT,
+        study_id TEXT,
+        modalities TEXT,
+        num_series INTEGER NOT NULL,
+        num_instances INTEGER NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (datastore_id, study_uid)
+    );
+    CREATE INDEX dicom_studies_updated ON dicom_studies (datastore_id, updated_at DESC, study_uid);
+    CREATE INDEX dicom_studies_patient_id ON dicom_studies (datastore_id, patient_id);
+    CREATE INDEX dicom_studies_patient_name ON dicom_studies (datastore_id, patient_name);
+    CREATE INDEX dicom_studies_accession ON dicom_studies (datastore_id, accession_number);
+    CREATE INDEX dicom_studies_date ON dicom_studies (datastore_id, study_date);
+    CREATE INDEX dicom_studies_study_id ON dicom_studies (datastore_id, study_id);
+
+    CREATE TABLE dicom_series (
+        image_set_id TEXT PRIMARY KEY,
+        datastore_id TEXT NOT NULL,
+        study_uid TEXT NOT NULL,
+        series_uid TEXT NOT NULL,
+        live INTEGER NOT NULL,
+        study_date TEXT,
+        study_time TEXT,
+        accession_number TEXT,
+        referring_physician_name TEXT,
+        study_description TEXT,
+        patient_name TEXT,
+        patient_id TEXT,
+        patient_birth_date TEXT,
+        patient_sex TEXT,
+        study_id TEXT,
+        modality TEXT,
+        series_description TEXT,
+        body_part TEXT,
+        series_number INTEGER,
+        series_date TEXT,
+        series_time TEXT,
+        pps_start_date TEXT,
+        pps_start_time TEXT,
+        num_instances INTEGER NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX dicom_series_study ON dicom_series (datastore_id, study_uid, series_uid) WHERE live = 1;
+    CREATE INDEX dicom_series_uid ON dicom_series (datastore_id, series_uid) WHERE live = 1;
+
+    CREATE TABLE dicom_instances (
+        image_set_id TEXT NOT NULL,
+        sop_uid TEXT NOT NULL,
+        datastore_id TEXT NOT NULL,
+        study_uid TEXT NOT NULL,
+        series_uid TEXT NOT NULL,
+        sop_class_uid TEXT,
+        instance_number INTEGER,
+        rows INTEGER,
+        columns INTEGER,
+        bits_allocated INTEGER,
+        number_of_frames INTEGER,
+        frame_ids TEXT NOT NULL,
+        stored_ts TEXT,
+        PRIMARY KEY (image_set_id, sop_uid)
+    );
+    CREATE INDEX dicom_instances_sop ON dicom_instances (datastore_id, sop_uid);
+    """,
 ]
