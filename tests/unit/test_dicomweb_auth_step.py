@@ -7,6 +7,7 @@ import hashlib
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -288,3 +289,50 @@ def test_the_declared_hash_path_is_kept(services: Services) -> None:
     unsigned_payload = {**headers, "X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD"}
     refused = call(front, "POST", SEARCH, unsigned_payload, body)
     assert refused.status == 403 and refused.chunks_left == 3
+
+
+# -- start-up -----------------------------------------------------------------------------------------
+
+
+def test_serve_refuses_partial_oidc_settings_a_bad_jwks_or_a_bad_origin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from openhi.cli import main
+
+    for name in ("OPENHI_OIDC_ISSUER", "OPENHI_OIDC_AUDIENCE", "OPENHI_OIDC_JWKS", "OPENHI_CORS_ORIGINS"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "bad.json").write_text('{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}')
+    cases = {
+        "--oidc-audience, --oidc-jwks": ["--oidc-issuer", ISSUER],
+        "no asymmetric signature key": [
+            *("--oidc-issuer", ISSUER, "--oidc-audience", AUDIENCE),
+            *("--oidc-jwks", str(tmp_path / "bad.json")),
+        ],
+        "--cors-origin 'viewer.example'": ["--cors-origin", "viewer.example"],
+    }
+    for expected, flags in cases.items():
+        data = tmp_path / "data"
+        assert main(["serve", "--port", "1", "--data-dir", str(data), *flags]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("openhi: ") and expected in err[0], err
+        assert not data.exists()
+    monkeypatch.setenv("OPENHI_OIDC_ISSUER", ISSUER)
+    assert main(["serve", "--port", "1", "--data-dir", str(tmp_path / "data")]) == 2
+    assert "--oidc-audience" in capsys.readouterr().err
+
+
+def test_every_api_process_gets_the_oidc_and_cors_settings(
+    tmp_path: Path, oidc: BearerVerifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from openhi import server
+
+    monkeypatch.delenv(server.CONFIG_ENV, raising=False)
+    config = ServerConfig(data_dir=tmp_path / "data", pixel_workers=0, import_threads=0)
+    web = server.WebAccess(oidc=oidc.config, cors_origins=("http://localhost:3000",))
+    server._prepare_processes(config, "127.0.0.1", web)
+    built = server.app_from_environment()
+    try:
+        assert built.oidc is not None and built.oidc.config == oidc.config
+        assert built.cors is not None and built.cors.origins == {"http://localhost:3000"}
+    finally:
+        built.services.close()
