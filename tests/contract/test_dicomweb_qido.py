@@ -347,6 +347,11 @@ def test_ignored_parameters_come_with_a_warning(corpus: Corpus) -> None:
     assert response.headers["warning"] == (
         '299 openhi "The following query parameters are not supported and were ignored: SOPInstanceUID, _."'
     )
+    odd = corpus.get("/studies", "%C3%BC%0D%0AX%22=1&PatientID=PID-B")
+    assert odd.status_code == 200 and len(odd.json()) == 1
+    assert odd.headers["warning"] == (
+        '299 openhi "The following query parameters are not supported and were ignored: ???X\\"."'
+    )
 
 
 # ----------------------------------------------------------------------------------- dicomweb-client

@@ -44,8 +44,19 @@ def acceptable(accept: str | None) -> bool:
     return False
 
 
+def _quoted(text: str) -> str:
+    """An RFC 9110 quoted-string of printable ASCII: ``"`` and ``\\`` escaped, anything else as ``?``."""
+    out = []
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        else:
+            out.append(ch if " " <= ch <= "~" else "?")
+    return '"' + "".join(out) + '"'
+
+
 def _warning(text: str) -> tuple[str, str]:
-    return ("warning", f'299 {WARN_AGENT} "{text}"'.replace("\r", " ").replace("\n", " "))
+    return ("warning", f"299 {WARN_AGENT} {_quoted(text)}")
 
 
 def _search(level: Level) -> Handler:
