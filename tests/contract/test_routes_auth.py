@@ -1,9 +1,11 @@
-"""Contract tests: every registered route (read from the route table) refuses unsigned, badly signed and
-tampered requests on a server with credentials, gives no data and changes nothing; only the probes are open."""
+"""Contract tests: every registered route (read from the route table, the DICOMweb routes included) refuses
+unsigned, badly signed and tampered requests on a server with credentials, gives no data and changes
+nothing; only the probes are open."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 from dataclasses import dataclass
@@ -11,6 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import pydicom
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -39,6 +42,7 @@ class World:
     image_set_id: str
     job_id: str
     arn: str
+    uids: dict[str, str]  # StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID of the imported instance
 
 
 def signed_request(
@@ -69,6 +73,9 @@ def concrete(route: Route, world: World) -> tuple[str, str, bytes]:
         "resourceArn": quote(world.arn, safe=""),
         "bucket": BUCKET,
         "key": STAGED,
+        "frameList": "1",
+        "bulkdataPath": "7FE00010",  # names no bulk data of the instance: a 404 once authenticated
+        **world.uids,
     }
 
     def fill(m: re.Match[str]) -> str:
@@ -119,7 +126,10 @@ def state(world: World) -> Any:
 def world(openhi_fresh: Any) -> World:
     client = openhi_fresh.client(aws_access_key_id=KEY, aws_secret_access_key=SECRET)
     ds = active_datastore(client, "routes")
-    result = run_import(client, openhi_fresh, ds, {"a.dcm": make_ct_series(1, rows=16, cols=16)[0]})
+    instance = make_ct_series(1, rows=16, cols=16)[0]
+    parsed = pydicom.dcmread(io.BytesIO(instance), stop_before_pixels=True)
+    uids = {k: str(parsed[k].value) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")}
+    result = run_import(client, openhi_fresh, ds, {"a.dcm": instance})
     assert result["job"]["jobStatus"] == "COMPLETED", result
     image_set = result["success"][0]["importResponse"]["imageSetId"]
     arn = client.get_datastore(datastoreId=ds)["datastoreProperties"]["datastoreArn"]
@@ -129,7 +139,7 @@ def world(openhi_fresh: Any) -> World:
         url, content=STAGED_BYTES, headers=signed_request("PUT", url, STAGED_BYTES, content_sha=digest)
     )
     assert put.status_code == 200, put.text
-    return World(openhi_fresh, client, ds, image_set, result["job"]["jobId"], arn)
+    return World(openhi_fresh, client, ds, image_set, result["job"]["jobId"], arn, uids)
 
 
 def variants(method: str, url: str, body: bytes, upload: bool) -> dict[str, tuple[dict[str, str], bytes]]:
@@ -147,7 +157,7 @@ def variants(method: str, url: str, body: bytes, upload: bool) -> dict[str, tupl
 
 def test_every_route_refuses_bad_authentication_and_changes_nothing(world: World) -> None:
     routes = list(build_routes())
-    assert len(routes) >= 24  # the probes, 18 API operations, diff and the upload routes
+    assert len(routes) >= 24  # the probes, 18 API operations, diff and the upload routes (+ DICOMweb)
     before = state(world)
     problems: list[str] = []
     checked = 0
