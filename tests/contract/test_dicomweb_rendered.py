@@ -68,8 +68,8 @@ def _expected(
     window: render.Window | None = None,
     viewport: render.Viewport | None = None,
 ) -> np.ndarray:
-    values = render.display_values(pixels, str(source.PhotometricInterpretation), rendering, window)
-    return render.to_uint8(render.apply_viewport(values, viewport))
+    """Our own render of the source file's pixels with the imported instance's attributes."""
+    return render.rendered_image(pixels, str(source.PhotometricInterpretation), rendering, window, viewport)
 
 
 @pytest.fixture(scope="module")
@@ -210,3 +210,7 @@ def test_refusals(imported: Imported) -> None:
     assert imported.get(imported.path(unknown, "thumbnail")).status_code == 404
     missing_study = f"/datastore/{imported.ds_id}/studies/{uid('no-such-study')}/thumbnail"
     assert imported.get(missing_study).status_code == 404
+    malformed = imported.get(f"/datastore/{imported.ds_id}/studies/1.2.x/thumbnail")
+    assert malformed.status_code == 400 and "UID" in malformed.json()["message"]
+    other_set = imported.get(imported.path(ct) + "?imageSetId=" + "0" * 32)
+    assert other_set.status_code == 404

@@ -215,6 +215,33 @@ def test_viewport_keeps_aspect_and_averages_areas() -> None:
     assert np.allclose(r.resize(img, 4, 4), img)
 
 
+@pytest.mark.parametrize(("n", "size"), [(7, 3), (10, 4), (64, 5), (5, 4), (3, 1)])
+def test_shrinking_is_the_exact_area_average(n: int, size: int) -> None:
+    img = np.random.default_rng(n).uniform(0, 255, (n, n + 1))
+    # reference: each pixel repeated `size` times, then means of blocks of `n` (exact box areas)
+    rows = np.repeat(img, size, axis=0).reshape(size, n, n + 1).mean(axis=1)
+    want = np.repeat(rows, size, axis=1).reshape(size, size, n + 1).mean(axis=2)
+    assert np.allclose(r.resize(img, size, size), want, atol=1e-9)
+
+
+def test_rendered_image_is_the_table_of_the_pipeline() -> None:
+    rng = np.random.default_rng(3)
+    for dtype, bits, signed in ((np.uint8, 8, False), (np.int16, 12, True), (np.uint16, 16, False)):
+        info = np.iinfo(dtype)
+        pixels = rng.integers(info.min, info.max, size=(23, 31), dtype=dtype, endpoint=True)
+        for window in (None, r.Window(100, 300, r.SIGMOID)):
+            rendering = r.Rendering("MONOCHROME1", bits, signed, slope=0.5, intercept=-7)
+            want = r.to_uint8(r.display_values(pixels, "MONOCHROME1", rendering, window))
+            assert np.array_equal(r.rendered_image(pixels, "MONOCHROME1", rendering, window), want)
+            region = r.rendered_image(pixels, "MONOCHROME1", rendering, window, r.Viewport(5, 7, 1, 2, 5, 7))
+            assert np.array_equal(region, want[2:9, 1:6])  # a region of its own size: not resampled
+            small = r.rendered_image(pixels, "MONOCHROME1", rendering, window, r.Viewport(10, 10))
+            full = r.display_values(pixels, "MONOCHROME1", rendering, window)
+            assert (
+                np.abs(small.astype(float) - r.apply_viewport(full, r.Viewport(10, 10))).max() <= 0.5 + 1e-3
+            )
+
+
 def test_viewport_region_and_flip() -> None:
     img = np.arange(20, dtype=np.float64).reshape(4, 5)
     crop = r.apply_viewport(img, r.Viewport(100, 100, 1, 1, 2, 2))

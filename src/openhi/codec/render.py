@@ -266,6 +266,63 @@ def apply_window(values: np.ndarray, window: Window, low: float = 0.0, high: flo
     return np.where(x <= c - 0.5 - (w - 1) / 2, low, np.where(x > c - 0.5 + (w - 1) / 2, high, y))
 
 
+def _modality(values: np.ndarray, rendering: Rendering) -> np.ndarray:
+    if rendering.modality_lut is not None:
+        return apply_lut(values, rendering.modality_lut)
+    out: np.ndarray = values * rendering.slope + rendering.intercept
+    return out
+
+
+def _gray(
+    values: np.ndarray,
+    photometric: str,
+    rendering: Rendering,
+    window: Window | None,
+    frame_range: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """Stored values → Modality LUT / rescale → VOI (``frame_range``: the modality values' range of
+    the frame, for the window of last resort) → MONOCHROME1 inversion, as floats in [0, 255]."""
+    values = _modality(values, rendering)
+    window = window or rendering.window
+    if window is not None:
+        out = apply_window(values, window)
+    elif rendering.voi_lut is not None:
+        out = apply_lut(values, rendering.voi_lut) * (255.0 / ((1 << rendering.voi_lut.bits) - 1))
+        out = np.clip(out, 0.0, 255.0)
+    else:
+        low, high = frame_range or (float(np.min(values)), float(np.max(values)))
+        out = apply_window(values, Window((low + high) / 2, max(high - low, 1e-9), LINEAR_EXACT))
+    return 255.0 - out if photometric == "MONOCHROME1" else out
+
+
+def _table(
+    pixels: np.ndarray, photometric: str, rendering: Rendering, window: Window | None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The grayscale or palette pipeline as a table over every 8- or 16-bit sample value, and the index
+    into it (the pixels as unsigned): a frame is then rendered with one lookup. None for other frames."""
+    gray = photometric in _GRAY
+    if pixels.dtype.kind not in "iu" or pixels.dtype.itemsize > 2 or not (gray or rendering.palette):
+        return None
+    unsigned = np.dtype(f"u{pixels.dtype.itemsize}")
+    index = pixels.view(unsigned)
+    raw = stored_values(
+        np.arange(1 << (8 * pixels.dtype.itemsize), dtype=unsigned).view(pixels.dtype),
+        rendering.bits_stored,
+        rendering.signed,
+    )
+    if not gray:
+        assert rendering.palette is not None
+        return np.stack(
+            [_to_8bit(apply_lut(raw, lut), lut.bits) for lut in rendering.palette], axis=-1
+        ), index
+    frame_range = None
+    if (window or rendering.window) is None and rendering.voi_lut is None:
+        present = np.bincount(index.ravel(), minlength=len(raw)) > 0
+        modality = _modality(raw, rendering)[present]
+        frame_range = (float(modality.min()), float(modality.max()))
+    return _gray(raw, photometric, rendering, window, frame_range), index
+
+
 def display_values(
     pixels: np.ndarray, photometric: str, rendering: Rendering, window: Window | None = None
 ) -> np.ndarray:
@@ -275,21 +332,9 @@ def display_values(
     wins over the instance's window. Raises :class:`CannotRender` for other colour spaces.
     """
     if photometric in _GRAY:
-        values = stored_values(pixels, rendering.bits_stored, rendering.signed)
-        if rendering.modality_lut is not None:
-            values = apply_lut(values, rendering.modality_lut)
-        else:
-            values = values * rendering.slope + rendering.intercept
-        window = window or rendering.window
-        if window is not None:
-            out = apply_window(values, window)
-        elif rendering.voi_lut is not None:
-            out = apply_lut(values, rendering.voi_lut) * (255.0 / ((1 << rendering.voi_lut.bits) - 1))
-            out = np.clip(out, 0.0, 255.0)
-        else:
-            low, high = float(np.min(values)), float(np.max(values))
-            out = apply_window(values, Window((low + high) / 2, max(high - low, 1e-9), LINEAR_EXACT))
-        return 255.0 - out if photometric == "MONOCHROME1" else out
+        return _gray(
+            stored_values(pixels, rendering.bits_stored, rendering.signed), photometric, rendering, window
+        )
     if photometric == "PALETTE COLOR" and rendering.palette is not None:
         values = stored_values(pixels, rendering.bits_stored, rendering.signed)
         return np.stack([_to_8bit(apply_lut(values, lut), lut.bits) for lut in rendering.palette], axis=-1)
@@ -299,6 +344,34 @@ def display_values(
     if photometric == "RGB" and pixels.ndim == 3 and pixels.shape[2] == 3:
         return _to_8bit(stored_values(pixels, rendering.bits_stored, False), rendering.bits_stored)
     raise CannotRender(f"images with Photometric Interpretation {photometric!r} are not rendered")
+
+
+def rendered_image(
+    pixels: np.ndarray,
+    photometric: str,
+    rendering: Rendering,
+    window: Window | None = None,
+    viewport: Viewport | None = None,
+) -> np.ndarray:
+    """One decoded frame rendered to 8 bits: :func:`display_values`, the viewport, :func:`to_uint8`.
+
+    8- and 16-bit grayscale and palette frames go through one table lookup. Raises
+    :class:`CannotRender` and :class:`BadParameter` (the viewport's region).
+    """
+    found = _table(pixels, photometric, rendering, window)
+    if found is None:
+        return to_uint8(apply_viewport(display_values(pixels, photometric, rendering, window), viewport))
+    table, index = found
+    lookup: np.ndarray
+    if viewport is None:
+        lookup = to_uint8(table)[index]
+        return lookup
+    part = region(index, viewport)
+    rows, columns = fit(part.shape[0], part.shape[1], viewport.width, viewport.height)
+    if (rows, columns) == part.shape[:2]:
+        lookup = to_uint8(table)[part]
+        return lookup
+    return to_uint8(resize(table.astype(np.float32)[part], rows, columns))
 
 
 def _to_8bit(values: np.ndarray, bits: int) -> np.ndarray:
@@ -320,17 +393,17 @@ def _resize_axis(img: np.ndarray, size: int, axis: int) -> np.ndarray:
     n = img.shape[axis]
     if size == n:
         return img
-    if size < n:
-        cumulative = np.concatenate(
-            [np.zeros_like(np.take(img, [0], axis=axis)), np.cumsum(img, axis=axis)], axis=axis
-        )
-        edges = np.arange(size + 1) * (n / size)
-        lo = np.minimum(np.floor(edges).astype(np.int64), n - 1)
-        frac = _shape(edges - lo, axis, img.ndim)
-        at = np.take(cumulative, lo, axis=axis) + frac * (
-            np.take(cumulative, lo + 1, axis=axis) - np.take(cumulative, lo, axis=axis)
-        )
-        shrunk: np.ndarray = np.diff(at, axis=axis) / (n / size)
+    if size < n:  # interval i is [e_i, e_i+1): whole pixels by reduceat, the partial ones at its ends
+        starts = np.arange(size) * (n / size)
+        first = np.floor(starts).astype(np.intp)
+        partial = np.take(img, first, axis=axis) * _shape(starts - first, axis, img.ndim)
+        sums = np.add.reduceat(img, first, axis=axis, dtype=np.float64) - partial
+        inner = [slice(None)] * img.ndim
+        inner[axis] = slice(None, -1)
+        after = list(inner)
+        after[axis] = slice(1, None)
+        sums[tuple(inner)] += partial[tuple(after)]
+        shrunk: np.ndarray = sums / (n / size)
         return shrunk
     centres = np.clip((np.arange(size) + 0.5) * (n / size) - 0.5, 0, n - 1)
     lo = np.floor(centres).astype(np.int64)
@@ -348,16 +421,14 @@ def _shape(weights: np.ndarray, axis: int, ndim: int) -> np.ndarray:
 
 def resize(img: np.ndarray, rows: int, columns: int) -> np.ndarray:
     """``img`` (float, rows × cols [× 3]) resampled to ``rows`` × ``columns``."""
-    return _resize_axis(_resize_axis(img, rows, 0), columns, 1)
+    return _resize_axis(_resize_axis(img, columns, 1), rows, 0)  # along rows first: contiguous, fastest
 
 
-def apply_viewport(img: np.ndarray, viewport: Viewport | None) -> np.ndarray:
-    """The source region (flipped where sw / sh are negative) scaled to fit the viewport.
+def region(img: np.ndarray, viewport: Viewport) -> np.ndarray:
+    """The viewport's source region of ``img`` (flipped where sw / sh are negative).
 
     Raises :class:`BadParameter` when the region lies outside the image.
     """
-    if viewport is None:
-        return img
     rows, columns = img.shape[:2]
     sx, sy = viewport.sx or 0, viewport.sy or 0
     sw = viewport.sw if viewport.sw is not None else columns - sx
@@ -366,13 +437,16 @@ def apply_viewport(img: np.ndarray, viewport: Viewport | None) -> np.ndarray:
     y0, y1 = sorted((sy, sy + sh))
     if x0 < 0 or y0 < 0 or x1 > columns or y1 > rows or x1 <= x0 or y1 <= y0:
         raise BadParameter(f"the viewport's source region is outside the {columns}x{rows} image")
-    region = img[y0:y1, x0:x1]
-    if sw < 0:
-        region = region[:, ::-1]
-    if sh < 0:
-        region = region[::-1]
-    out_rows, out_columns = fit(region.shape[0], region.shape[1], viewport.width, viewport.height)
-    return resize(region, out_rows, out_columns)
+    part = img[y0:y1, x0:x1]
+    return part[:: -1 if sh < 0 else 1, :: -1 if sw < 0 else 1]
+
+
+def apply_viewport(img: np.ndarray, viewport: Viewport | None) -> np.ndarray:
+    """The viewport's source region scaled to fit the viewport (raises :class:`BadParameter`)."""
+    if viewport is None:
+        return img
+    part = region(img, viewport)
+    return resize(part, *fit(part.shape[0], part.shape[1], viewport.width, viewport.height))
 
 
 # ------------------------------------------------------------------------------------- encoding
@@ -407,5 +481,4 @@ def render(
 
     Raises :class:`BadParameter` (viewport region) and :class:`CannotRender`.
     """
-    values = apply_viewport(display_values(pixels, photometric, rendering, window), viewport)
-    return encode(to_uint8(values), media_type, quality)
+    return encode(rendered_image(pixels, photometric, rendering, window, viewport), media_type, quality)

@@ -9,23 +9,19 @@ instance (by Instance Number) or the study's first series (by Series Number) to 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-import numpy as np
-
 from openhi.auth.routes import Request, Route
 from openhi.awsapi.serializer import WireResponse
 from openhi.codec import render
-from openhi.core.errors import NotAcceptableError, NotFoundError, ValidationError
+from openhi.core.dicom_reads import require_uid
+from openhi.core.errors import NotAcceptableError, ValidationError
 from openhi.core.reads import negotiate
-from openhi.core.records import ImageSet
-from openhi.dicom.instance_view import InstanceView, iter_instance_views
+from openhi.dicom.instance_view import InstanceView
 from openhi.dicom.stored_frames import TranscodeUnavailable, decode_frame, image_format
 from openhi.dicomweb.targets import DATASTORE, INSTANCE, SERIES, STUDY, dicomweb_targets
-from openhi.ports.blobs import BlobNotFound
 
 if TYPE_CHECKING:
     from openhi.services import Services
@@ -39,8 +35,6 @@ FRAMES_PATH = INSTANCE_PATH + "/frames/{frameList}"
 THUMBNAIL = render.Viewport(128, 128)
 #: rendered answers may be reused for a minute (an update of the image set can change the window)
 CACHE_CONTROL = "private, max-age=60"
-
-
 #: the largest side of a viewport
 MAX_SIDE = 8192
 _FUNCTIONS = {
@@ -59,14 +53,7 @@ class Options:
     window: render.Window | None
     viewport: render.Viewport | None
     quality: int
-
-
-@dataclass(frozen=True)
-class Located:
-    """An instance of a live primary image set."""
-
-    head: ImageSet
-    view: InstanceView
+    image_set_id: str | None = None  # ``imageSetId``: an image set other than the series' primary one
 
 
 def _decimal(text: str, name: str) -> float:
@@ -138,7 +125,8 @@ def parse_quality(text: str) -> int:
 
 
 def options(request: Request, thumbnail: bool = False) -> Options:
-    """The request's ``accept`` (query parameter, else header), ``window``, ``viewport``, ``quality``.
+    """The request's ``accept`` (query parameter, else header), ``window``, ``viewport``, ``quality``,
+    ``imageSetId``.
 
     Other parameters (``annotation``, ``charset``, ``iccprofile``, cache busters) are ignored.
     Raises ValidationError (a malformed value) and NotAcceptableError (no JPEG or PNG acceptable).
@@ -162,7 +150,7 @@ def options(request: Request, thumbnail: bool = False) -> Options:
         raise ValidationError(str(exc)) from None
     if thumbnail and viewport is None:
         viewport = THUMBNAIL
-    return Options(media_type, window, viewport, quality)
+    return Options(media_type, window, viewport, quality, params.get("imageSetId") or None)
 
 
 def frame_number(frame_list: str) -> int:
@@ -180,27 +168,15 @@ def frame_number(frame_list: str) -> int:
 # ------------------------------------------------------------------------------------- lookups
 
 
-def _primary(services: Services, ds: str, study: str, series: str) -> ImageSet:
-    services.dicom_reads.live_datastore(ds)
-    head = services.env.index.find_primary(ds, study, series)
-    if head is None:
-        raise NotFoundError(f"Series {series} of study {study} does not exist in datastore {ds}.")
-    return head
+def _uids(request: Request, *names: str) -> list[str]:
+    return [require_uid(request.labels[name], name) for name in names]
 
 
-def _views(services: Services, head: ImageSet, series: str | None = None) -> Iterator[InstanceView]:
-    for view in iter_instance_views(services.dicom_reads.document(head)):
-        if series in (None, view.series_uid):
-            yield view
-
-
-def _instance(services: Services, labels: dict[str, str]) -> Located:
-    ds, study, series, sop = labels[DATASTORE], labels[STUDY], labels[SERIES], labels[INSTANCE]
-    head = _primary(services, ds, study, series)
-    for view in _views(services, head, series):
-        if view.sop_uid == sop:
-            return Located(head, view)
-    raise NotFoundError(f"Instance {sop} does not exist in series {series} of study {study}.")
+def _instance(services: Services, request: Request, opts: Options) -> InstanceView:
+    study, series, sop = _uids(request, STUDY, SERIES, INSTANCE)
+    return services.dicom_reads.instance_view(
+        request.labels[DATASTORE], study, series, sop, opts.image_set_id
+    )
 
 
 def _renderable(view: InstanceView) -> bool:
@@ -212,41 +188,21 @@ def _instance_number(view: InstanceView) -> tuple[float, str]:
     return (number if number is not None else float("inf"), view.sop_uid)
 
 
-def _middle(heads: list[ImageSet], services: Services, series: str | None) -> Located | None:
-    """The middle renderable instance (by Instance Number) of the series, in the first set that has one."""
-    for head in heads:
-        views = sorted((v for v in _views(services, head, series) if _renderable(v)), key=_instance_number)
-        if views:
-            return Located(head, views[(len(views) - 1) // 2])
-    return None
+def _middle(views: list[InstanceView]) -> InstanceView | None:
+    """The middle renderable instance by Instance Number (then SOP Instance UID)."""
+    images = sorted((v for v in views if _renderable(v)), key=_instance_number)
+    return images[(len(images) - 1) // 2] if images else None
 
 
-def _frame(services: Services, located: Located, number: int) -> tuple[np.ndarray, str]:
-    """Frame ``number`` (1-based) decoded. Raises NotFoundError and NotAcceptableError."""
-    view, head = located.view, located.head
+def _respond(services: Services, ds: str, view: InstanceView, number: int, opts: Options) -> WireResponse:
+    """Frame ``number`` (1-based) of the instance, rendered. Raises NotFoundError (no such frame),
+    NotAcceptableError (not an image, or one this server cannot decode or render), ValidationError."""
     if not _renderable(view):
         raise NotAcceptableError(f"Instance {view.sop_uid} has no image frames to render.")
-    if number > len(view.frame_ids):
-        raise NotFoundError(
-            f"Frame {number} does not exist in instance {view.sop_uid} ({len(view.frame_ids)} frames)."
-        )
-    found = services.env.index.get_frame_for_read(head.datastore_id, head.id, view.frame_ids[number - 1])
-    if found is None or found[1] is None:
-        raise NotFoundError(f"Frame {number} of instance {view.sop_uid} is not stored.")
+    data = services.dicom_reads.frame_bytes(ds, view, number)
     try:
-        data = services.env.blobs.get(found[1].blob_key)
-    except BlobNotFound:
-        raise NotFoundError(f"Frame {number} of instance {view.sop_uid} is not stored.") from None
-    try:
-        return decode_frame(data, view.stored_transfer_syntax, image_format(view.attributes))
-    except (TranscodeUnavailable, ValueError) as exc:
-        raise NotAcceptableError(f"Instance {view.sop_uid} cannot be rendered: {exc}") from None
-
-
-def _respond(services: Services, located: Located, number: int, opts: Options) -> WireResponse:
-    pixels, photometric = _frame(services, located, number)
-    try:
-        rendering = render.rendering(located.view.attributes, number)
+        pixels, photometric = decode_frame(data, view.stored_transfer_syntax, image_format(view.attributes))
+        rendering = render.rendering(view.attributes, number)
         body = render.render(
             pixels,
             photometric,
@@ -258,8 +214,8 @@ def _respond(services: Services, located: Located, number: int, opts: Options) -
         )
     except render.BadParameter as exc:
         raise ValidationError(str(exc)) from None
-    except render.CannotRender as exc:
-        raise NotAcceptableError(f"Instance {located.view.sop_uid} cannot be rendered: {exc}") from None
+    except (TranscodeUnavailable, render.CannotRender, ValueError) as exc:
+        raise NotAcceptableError(f"Instance {view.sop_uid} cannot be rendered: {exc}") from None
     headers = [("content-type", opts.media_type), ("cache-control", CACHE_CONTROL), ("vary", "Accept")]
     return WireResponse(200, headers, body)
 
@@ -270,58 +226,53 @@ def _respond(services: Services, located: Located, number: int, opts: Options) -
 def rendered_instance(services: Services, request: Request) -> WireResponse:
     """The instance's first frame, rendered."""
     opts = options(request)
-    return _respond(services, _instance(services, request.labels), 1, opts)
+    return _respond(services, request.labels[DATASTORE], _instance(services, request, opts), 1, opts)
 
 
 def rendered_frame(services: Services, request: Request) -> WireResponse:
     """One frame, rendered."""
     opts, number = options(request), frame_number(request.labels["frameList"])
-    return _respond(services, _instance(services, request.labels), number, opts)
+    return _respond(services, request.labels[DATASTORE], _instance(services, request, opts), number, opts)
 
 
 def instance_thumbnail(services: Services, request: Request) -> WireResponse:
+    """The instance's first frame, fitted to the viewport."""
     opts = options(request, thumbnail=True)
-    return _respond(services, _instance(services, request.labels), 1, opts)
+    return _respond(services, request.labels[DATASTORE], _instance(services, request, opts), 1, opts)
 
 
 def frame_thumbnail(services: Services, request: Request) -> WireResponse:
+    """One frame, fitted to the viewport."""
     opts, number = options(request, thumbnail=True), frame_number(request.labels["frameList"])
-    return _respond(services, _instance(services, request.labels), number, opts)
+    return _respond(services, request.labels[DATASTORE], _instance(services, request, opts), number, opts)
 
 
 def series_thumbnail(services: Services, request: Request) -> WireResponse:
     """The first frame of the series' middle instance by Instance Number."""
     opts = options(request, thumbnail=True)
-    labels = request.labels
-    ds, study, series = labels[DATASTORE], labels[STUDY], labels[SERIES]
-    located = _middle([_primary(services, ds, study, series)], services, series)
-    if located is None:
+    ds, (study, series) = request.labels[DATASTORE], _uids(request, STUDY, SERIES)
+    view = _middle(services.dicom_reads.series_views(ds, study, series, opts.image_set_id))
+    if view is None:
         raise NotAcceptableError(f"Series {series} has no image to make a thumbnail of.")
-    return _respond(services, located, 1, opts)
+    return _respond(services, ds, view, 1, opts)
 
 
-def _series_number(item: tuple[Any, str, float | None]) -> tuple[float, str]:
-    return (item[2] if item[2] is not None else float("inf"), item[1])
+def _series_order(views: list[InstanceView]) -> tuple[float, str]:
+    number = render.first_number(views[0].attributes.get("SeriesNumber"))
+    return (number if number is not None else float("inf"), views[0].series_uid)
 
 
 def study_thumbnail(services: Services, request: Request) -> WireResponse:
     """The thumbnail of the study's first series (by Series Number) that has an image."""
     opts = options(request, thumbnail=True)
-    ds, study = request.labels[DATASTORE], request.labels[STUDY]
-    services.dicom_reads.live_datastore(ds)
-    heads = services.env.index.list_primary_in_study(ds, study)
-    if not heads:
-        raise NotFoundError(f"Study {study} does not exist in datastore {ds}.")
-    series: dict[str, tuple[ImageSet, str, float | None]] = {}
-    for head in heads:
-        for view in _views(services, head):
-            if view.series_uid not in series and _renderable(view):
-                number = render.first_number(view.attributes.get("SeriesNumber"))
-                series[view.series_uid] = (head, view.series_uid, number)
-    for head, series_uid, _ in sorted(series.values(), key=_series_number):
-        located = _middle([head], services, series_uid)
-        if located is not None:
-            return _respond(services, located, 1, opts)
+    ds, (study,) = request.labels[DATASTORE], _uids(request, STUDY)
+    by_series: dict[str, list[InstanceView]] = {}
+    for view in services.dicom_reads.study_views(ds, study, opts.image_set_id):
+        by_series.setdefault(view.series_uid, []).append(view)
+    for views in sorted(by_series.values(), key=_series_order):
+        middle = _middle(views)
+        if middle is not None:
+            return _respond(services, ds, middle, 1, opts)
     raise NotAcceptableError(f"Study {study} has no image to make a thumbnail of.")
 
 
