@@ -265,10 +265,6 @@ def test_instances_of_a_series(corpus: Corpus) -> None:
     assert by_sop == second
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dicom/index_rows.py drops integer (US) document values: Rows/Columns/BitsAllocated are NULL",
-)
 def test_instance_image_attributes(corpus: Corpus) -> None:
     study, series = corpus.study["C"], corpus.series[("C", 5)]
     first = corpus.search(f"/studies/{study}/series/{series}/instances", "limit=1")[0]

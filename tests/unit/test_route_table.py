@@ -49,7 +49,10 @@ def test_every_route_of_the_app_has_an_action_except_the_probes() -> None:
     open_routes = {(r.method, r.pattern) for r in table if r.open}
     assert open_routes == OPEN_PATHS
     assert all(r.action for r in table if not r.open)
-    assert len([r for r in table if (r.action or "").startswith("medical-imaging:")]) == 18
+    api = [r for r in table if r.front == "api" and not r.open]
+    assert len(api) == 18 and all((r.action or "").startswith("medical-imaging:") for r in api)
+    dicomweb = [r for r in table if r.front == "dicomweb"]
+    assert dicomweb and all((r.action or "").startswith("medical-imaging:") for r in dicomweb)
 
 
 def test_duplicate_routes_are_refused() -> None:

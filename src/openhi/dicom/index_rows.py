@@ -25,6 +25,11 @@ class DicomRows:
 
 
 def _value(keyword: str, column: str, value: Any) -> Any:
+    if column in INTEGER_COLUMNS:  # US values are numbers in the document; IS values are strings
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
     text = search_string(keyword, value)
     if text is None or column not in INTEGER_COLUMNS:
         return text

@@ -43,6 +43,14 @@ def version_diff(services: Services, request: Request) -> WireResponse:
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("GET", DIFF_PATTERN, "openhi:GetImageSetDiff", version_diff, _diff_targets, name="diff"),
+    Route(
+        "GET",
+        DIFF_PATTERN,
+        "openhi:GetImageSetDiff",
+        version_diff,
+        _diff_targets,
+        name="diff",
+        front="openhi",
+    ),
     *UPLOAD_ROUTES,
 )

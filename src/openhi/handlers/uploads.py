@@ -85,7 +85,15 @@ UPLOAD_ROUTES: tuple[Route, ...] = (
         body=Body.FILE,
         max_body=MAX_OBJECT_BYTES,
         name="upload",
+        front="openhi",
     ),
-    Route("GET", UPLOAD_PATTERN, "openhi:GetImportOutput", get_object, name="upload-read"),
-    Route("DELETE", UPLOAD_PATTERN, "openhi:DeleteImportInput", delete_prefix, name="upload-delete"),
+    Route("GET", UPLOAD_PATTERN, "openhi:GetImportOutput", get_object, name="upload-read", front="openhi"),
+    Route(
+        "DELETE",
+        UPLOAD_PATTERN,
+        "openhi:DeleteImportInput",
+        delete_prefix,
+        name="upload-delete",
+        front="openhi",
+    ),
 )
