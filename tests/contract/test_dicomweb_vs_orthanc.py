@@ -357,7 +357,7 @@ def test_limit_and_offset_page_through_the_same_set(peer: Side, ours: Side, corp
         assert len(seen) == len(set(seen)) and set(seen) == set(corpus.studies.values()), side.name
 
 
-def test_includefield_all(peer: Side, ours: Side) -> None:
+def test_includefield_all(ours: Side) -> None:
     """PS3.18 §8.3.4.3 / §10.6.3.3: ``all`` adds the optional study attributes (Orthanc ignores it)."""
     plain = ours.get("/studies", DICOM_JSON).json()
     everything = ours.get("/studies?includefield=all", DICOM_JSON).json()
@@ -557,7 +557,7 @@ def _fresh(seed: int, study: str) -> bytes:
     )
 
 
-def test_stow_partly_stored_is_202(stow_side: Side, peer: Side) -> None:
+def test_stow_partly_stored_is_202(stow_side: Side) -> None:
     """PS3.18 §10.5.3: some stored, some failed -> 202 with a FailedSOPSequence (Orthanc: 409)."""
     study, other = uid("stow-partial", 1), uid("stow-partial", 2)
     good, wrong = _fresh(9101, study), _fresh(9102, other)
