@@ -161,6 +161,14 @@ def test_thumbnails(imported: Imported) -> None:
     thumb = imported.get(imported.path(mr, "thumbnail"))
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
     assert imagecodecs.jpeg8_decode(thumb.content).shape == (128, 128)  # 64 x 64 enlarged to the default
+    # OHIF: thumbnailRendering "thumbnail" (a bulk data retrieve) and "thumbnailDirect" (an <img> element)
+    for query, accept in (
+        ("?accept=image/jpeg", 'multipart/related; type="application/octet-stream"; transfer-syntax=*'),
+        ("", "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"),
+    ):
+        viewer = imported.get(imported.path(mr, "thumbnail") + query, accept=accept)
+        assert viewer.status_code == 200 and viewer.headers["content-type"] == "image/jpeg", accept
+        assert viewer.content == thumb.content
     generated = {
         str(ds.SOPInstanceUID): ds for name, ds in imported.sources.items() if name.startswith("gen-")
     }
