@@ -242,3 +242,20 @@ def test_a_300_instance_series_is_one_image_set_version(openhi_server: Any, data
     doc = metadata(client, datastore, set_id)
     [series] = doc["Study"]["Series"].values()
     assert len(series["Instances"]) == 300
+
+
+def test_an_answer_other_than_dicom_json_is_406(openhi_server: Any, datastore: str) -> None:
+    body, ctype = multipart([make_instance(seed=112)])
+    resp = post(openhi_server, f"/datastore/{datastore}/studies", body, ctype, Accept="application/dicom+xml")
+    assert resp.status_code == 406, resp.text
+    ok = post(openhi_server, f"/datastore/{datastore}/studies", body, ctype, Accept="application/dicom+json")
+    assert ok.status_code == 200, ok.text
+
+
+def test_no_part_file_is_left_behind(openhi_server: Any, datastore: str) -> None:
+    files = [make_instance(seed=113), garbage_file(64)]
+    assert stow(openhi_server, datastore, files).status_code == 202
+    data_dir = openhi_server.data_dir
+    if not data_dir.exists():
+        pytest.skip("the deployment keeps its scratch files elsewhere")
+    assert list(data_dir.glob("stow-*")) == []

@@ -210,3 +210,29 @@ def test_the_pixel_pool_reads_the_parts(tmp_path: Path) -> None:
         assert {s.version for s in result.stored} == {1}
     finally:
         svc.close()
+
+
+def test_concurrent_requests_for_one_new_series_meet_in_one_primary(
+    services: Services, tmp_path: Path
+) -> None:
+    import threading
+
+    ds_id = _datastore(services)
+    files = make_ct_series(8, rows=16, cols=16, seed=15)
+    results: list[StowResult] = []
+
+    def send(name: str, chunk: list[bytes]) -> None:
+        results.append(services.stow.store(ds_id, _parts(tmp_path / name, chunk)))
+
+    threads = [threading.Thread(target=send, args=(f"t{n}", files[n::2])) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(r.failed == [] for r in results)
+    set_ids = {s.image_set_id for r in results for s in r.stored}
+    assert len(set_ids) == 1  # the loser of the race regrouped and merged into the winner's primary
+    set_id = set_ids.pop()
+    assert _versions(services, ds_id, set_id) == [2, 1]
+    series = next(iter(_document(services, ds_id, set_id)["Study"]["Series"].values()))
+    assert len(series["Instances"]) == 8
