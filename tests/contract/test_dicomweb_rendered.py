@@ -207,7 +207,8 @@ def test_refusals(imported: Imported) -> None:
         )
     several = imported.get(imported.path(two, "frames/1,2/rendered"))
     assert several.status_code == 400 and "one at a time" in several.json()["message"]
-    assert imported.get(imported.path(two, "frames/0/rendered")).status_code == 400
+    for bad in ("0", "%C2%B2", "x", "1.5"):
+        assert imported.get(imported.path(two, f"frames/{bad}/rendered")).status_code == 400, bad
     assert imported.get(imported.path(two, "frames/3/rendered")).status_code == 404
     gif = imported.get(imported.path(ct), accept="image/gif")
     assert gif.status_code == 406 and "image/jpeg" in gif.json()["message"]

@@ -408,7 +408,7 @@ def _resize_axis(img: np.ndarray, size: int, axis: int) -> np.ndarray:
     centres = np.clip((np.arange(size) + 0.5) * (n / size) - 0.5, 0, n - 1)
     lo = np.floor(centres).astype(np.int64)
     hi = np.minimum(lo + 1, n - 1)
-    frac = _shape(centres - lo, axis, img.ndim)
+    frac = _shape(centres - lo, axis, img.ndim).astype(img.dtype if img.dtype.kind == "f" else np.float64)
     grown: np.ndarray = np.take(img, lo, axis=axis) * (1 - frac) + np.take(img, hi, axis=axis) * frac
     return grown
 

@@ -9,6 +9,7 @@ instance (by Instance Number) or the study's first series (by Series Number) to 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -35,8 +36,9 @@ FRAMES_PATH = INSTANCE_PATH + "/frames/{frameList}"
 THUMBNAIL = render.Viewport(128, 128)
 #: rendered answers may be reused for a minute (an update of the image set can change the window)
 CACHE_CONTROL = "private, max-age=60"
-#: the largest side of a viewport
-MAX_SIDE = 8192
+#: the largest side of a viewport (an enlarged 4096 x 4096 image takes a few hundred MB to resample)
+MAX_SIDE = 4096
+_FRAME = re.compile(r"[0-9]{1,9}")
 _FUNCTIONS = {
     "linear": render.LINEAR,
     "linear-exact": render.LINEAR_EXACT,
@@ -160,7 +162,7 @@ def frame_number(frame_list: str) -> int:
         raise ValidationError(
             f"Rendered frames are given one at a time: frame list {frame_list!r} names several."
         )
-    if not parts[0].isdigit() or int(parts[0]) < 1:
+    if not _FRAME.fullmatch(parts[0]) or int(parts[0]) < 1:
         raise ValidationError(f"Frame number must be a positive integer, not {parts[0]!r}.")
     return int(parts[0])
 
