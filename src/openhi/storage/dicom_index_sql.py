@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from openhi.core.dicom_query import ATTRIBUTES, COUNTS, INTEGER_COLUMNS, DicomQuery, Kind, Level
+from openhi.core.dicom_query import ATTRIBUTES, COUNTS, Level
 from openhi.storage.sql_dialect import Executor, Paramstyle, sql
 
 if TYPE_CHECKING:
@@ -168,10 +168,6 @@ def refresh_study(ex: Executor, style: Paramstyle, datastore_id: str, study_uid:
 
 
 # -- reads
-def study_keys() -> tuple[str, ...]:
-    return (*STUDY_COLUMNS, "modalities", "num_series", "num_instances")
-
-
 def select_list(level: Level) -> tuple[tuple[str, str], ...]:
     """(expression, key) of every column a row of ``level`` returns; a lower level's count wins its key."""
     out = [(f"st.{c}", c) for c in (*STUDY_COLUMNS, "modalities", "num_series")]
@@ -209,178 +205,6 @@ INSTANCE_LOOKUP = (
 INSTANCE_KEYS = tuple(key for _, key in select_list(Level.INSTANCE))
 
 
-# -- query building (PS3.4 C.2.2.2 matching, executed in SQL)
-_ALIAS = {Level.STUDY: "st", Level.SERIES: "se", Level.INSTANCE: "i"}
-_DEPTH = {Level.STUDY: 0, Level.SERIES: 1, Level.INSTANCE: 2}
-#: study-level columns with an index of their own (dicom_studies_*): a match on one drives the query
-INDEXED_STUDY_COLUMNS = frozenset(
-    {"study_uid", "patient_id", "patient_name", "accession_number", "study_date", "study_id"}
-)
-_ORDER = {
-    Level.STUDY: "st.updated_at DESC, st.study_uid",
-    Level.SERIES: "se.series_number NULLS LAST, se.series_uid, se.image_set_id",
-    Level.INSTANCE: "i.instance_number NULLS LAST, i.sop_uid, i.image_set_id",
-}
-_FROM = {
-    Level.STUDY: "FROM dicom_studies st WHERE st.datastore_id = ?",
-    Level.SERIES: "FROM dicom_series se"
-    " JOIN dicom_studies st ON st.datastore_id = se.datastore_id AND st.study_uid = se.study_uid"
-    " WHERE se.datastore_id = ? AND st.datastore_id = ? AND se.live = 1",
-    Level.INSTANCE: "FROM dicom_series se"
-    " JOIN dicom_studies st ON st.datastore_id = se.datastore_id AND st.study_uid = se.study_uid"
-    " JOIN dicom_instances i ON i.image_set_id = se.image_set_id"
-    " WHERE se.datastore_id = ? AND st.datastore_id = ? AND i.datastore_id = ? AND se.live = 1",
-}
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-_NEVER = "1 = 0"
-
-
-def _glob(pattern: str) -> str:
-    """A DICOM wildcard pattern as a SQLite GLOB pattern (``[`` is its only other metacharacter)."""
-    return pattern.replace("[", "[[]")
-
-
-def _like(pattern: str) -> str:
-    """A DICOM wildcard pattern as a PostgreSQL LIKE pattern (backslash escapes)."""
-    out = []
-    for ch in pattern:
-        if ch in "%_\\":
-            out.append("\\" + ch)
-        else:
-            out.append({"*": "%", "?": "_"}.get(ch, ch))
-    return "".join(out)
-
-
-def _literal_prefix(pattern: str) -> str:
-    cut = min((i for i in (pattern.find("*"), pattern.find("?")) if i >= 0), default=len(pattern))
-    return pattern[:cut]
-
-
-def _successor(prefix: str) -> str | None:
-    """The least string above every string starting with ``prefix`` (byte-wise UTF-8 order), or None."""
-    while prefix:
-        last = ord(prefix[-1]) + 1
-        if last == 0xD800:
-            last = 0xE000
-        if last <= 0x10FFFF:
-            return prefix[:-1] + chr(last)
-        prefix = prefix[:-1]
-    return None
-
-
-def _integers(values: Iterable[str]) -> list[int] | None:
-    try:
-        return [int(v.strip()) for v in values]
-    except ValueError:
-        return None
-
-
-def match_sql(
-    column: str, kind: Kind, values: tuple[str, ...], integer: bool, pg: bool, args: list[Any]
-) -> str | None:
-    """The condition of one match on ``column`` (an aliased column), its arguments appended to ``args``;
-    None for universal matching (an empty value, ``*``, an open range)."""
-    if kind is Kind.SINGLE or kind is Kind.LIST or kind is Kind.CONTAINS:
-        wanted = [v for v in values if v != ""]
-        if not wanted:
-            return None
-        if column.endswith(".modalities"):
-            args.extend(f"\\{v}\\" for v in wanted)
-            test = "strpos({}, ?) > 0" if pg else "instr({}, ?) > 0"
-            return "(" + " OR ".join(test.format(column) for _ in wanted) + ")"
-        typed: list[Any] | None = _integers(wanted) if integer else list(wanted)
-        if typed is None:
-            return _NEVER
-        args.extend(typed)
-        return f"{column} = ?" if len(typed) == 1 else f"{column} IN ({', '.join('?' * len(typed))})"
-    if kind is Kind.RANGE:
-        low, high = (*values, "", "")[:2]
-        parts = []
-        if integer:
-            bounds = _integers(v for v in (low, high) if v)
-            if bounds is None:
-                return _NEVER
-        if low:
-            parts.append(f"{column} >= ?")
-            args.append(int(low) if integer else low)
-        if high:
-            # a bound of coarser precision holds every finer value below it ("1200" holds "120059.99")
-            parts.append(f"{column} <= ?" if integer else f"{column} < ?")
-            args.append(int(high) if integer else high + "\x7f")
-        return " AND ".join(parts) or None
-    pattern = values[0] if values else ""
-    if kind is Kind.FUZZY:
-        p = pattern.translate(_ASCII_LOWER)
-        if not p.strip("*"):
-            return None
-        if pg:
-            args.extend([f"%^{_like(p)}%", f"%={_like(p)}%"])
-            return f"('^' || lower({column}) LIKE ? OR '^' || lower({column}) LIKE ?)"
-        args.append(f"*[=^]{_glob(p)}*")
-        return f"'^' || lower({column}) GLOB ?"
-    # WILDCARD
-    if not pattern.strip("*"):
-        return None
-    text = f"CAST({column} AS TEXT)" if integer else column
-    if column.endswith(".modalities"):
-        args.append(f"%\\\\{_like(pattern)}\\\\%" if pg else f"*\\{_glob(pattern)}\\*")
-        return f"{text} LIKE ?" if pg else f"{text} GLOB ?"
-    parts = []
-    prefix = _literal_prefix(pattern)
-    if prefix and not integer:  # the index serves the literal prefix as a range
-        parts.append(f"{column} >= ?")
-        args.append(prefix)
-        upper = _successor(prefix)
-        if upper is not None:
-            parts.append(f"{column} < ?")
-            args.append(upper)
-    parts.append(f"{text} LIKE ?" if pg else f"{text} GLOB ?")
-    args.append(_like(pattern) if pg else _glob(pattern))
-    return " AND ".join(parts)
-
-
-def query_sql(query: DicomQuery, pg: bool) -> tuple[str, list[Any]]:
-    """The statement (with the dialect's placeholders) and arguments of a QIDO query at ``query.level``.
-
-    Raises:
-        ValueError: a match on an attribute below the query's level.
-    """
-    level = query.level
-    ds = query.datastore_id
-    args: list[Any] = [ds] * (1 + _DEPTH[level])
-    where: list[str] = []
-    if query.study_uid is not None:
-        where.append("st.study_uid = ?")
-        args.append(query.study_uid)
-        if level is not Level.STUDY:
-            where.append("se.study_uid = ?")
-            args.append(query.study_uid)
-    if query.series_uid is not None and level is not Level.STUDY:
-        where.append("se.series_uid = ?")
-        args.append(query.series_uid)
-    driven = query.study_uid is not None
-    for m in query.matches:
-        a = m.attribute
-        if _DEPTH[a.level] > _DEPTH[level]:
-            raise ValueError(f"{a.keyword} is not an attribute of the {level.value} level or above")
-        condition = match_sql(
-            f"{_ALIAS[a.level]}.{a.column}", m.kind, m.values, a.column in INTEGER_COLUMNS, pg, args
-        )
-        if condition is not None:
-            where.append(condition)
-            driven = driven or (
-                a.level is Level.STUDY and a.column in INDEXED_STUDY_COLUMNS and m.kind is not Kind.FUZZY
-            )
-    order = _ORDER[level]
-    if driven and level is Level.STUDY and not pg:
-        order = "+" + order  # SQLite: search the matched column's index, not walk the sort's
-    text = f"SELECT {columns_sql(level)} {_FROM[level]}"
-    if where:
-        text += " AND " + " AND ".join(where)
-    text += f" ORDER BY {order} LIMIT ? OFFSET ?"
-    args.extend([max(0, query.limit), max(0, query.offset)])
-    return (text.replace("?", "%s") if pg else text), args
-
-
 def row_keys(level: Level) -> tuple[str, ...]:
+    """The keys of a row of ``level`` (:func:`select_list`)."""
     return tuple(key for _, key in select_list(level))

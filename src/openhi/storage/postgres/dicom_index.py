@@ -6,6 +6,7 @@ from typing import Any
 
 from openhi.core.dicom_query import DicomQuery, Level
 from openhi.storage import dicom_index_sql as dq
+from openhi.storage.dicom_query_sql import query_sql
 from openhi.storage.postgres.connection import Database
 from openhi.storage.sql_dialect import sql
 
@@ -18,7 +19,7 @@ class DicomIndexTables:
     def _query(self, query: DicomQuery, level: Level) -> list[dict[str, Any]]:
         if query.level is not level:
             raise ValueError(f"a {query.level.value} query asked for {level.value} rows")
-        text, args = dq.query_sql(query, pg=True)
+        text, args = query_sql(query, pg=True)
         keys = dq.row_keys(level)
         with self.db.tx() as cur:
             rows = cur.execute(text, args).fetchall()

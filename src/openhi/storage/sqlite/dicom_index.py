@@ -6,6 +6,7 @@ from typing import Any
 
 from openhi.core.dicom_query import DicomQuery, Level
 from openhi.storage import dicom_index_sql as dq
+from openhi.storage.dicom_query_sql import query_sql
 from openhi.storage.sqlite.connection import Database
 
 
@@ -15,7 +16,7 @@ class DicomIndexTables:
     def _query(self, query: DicomQuery, level: Level) -> list[dict[str, Any]]:
         if query.level is not level:
             raise ValueError(f"a {query.level.value} query asked for {level.value} rows")
-        text, args = dq.query_sql(query, pg=False)
+        text, args = query_sql(query, pg=False)
         keys = dq.row_keys(level)
         return [dq.to_row(r, keys) for r in self.db.conn.execute(text, args).fetchall()]
 
