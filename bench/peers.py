@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import loadgen
+import peers_dicomweb
 from _common import ROOT, codec_limits, table, write_result
 from loadgen import Request
 from peers_systems import J2K_LOSSLESS, Nginx, Orthanc, assert_loopback_only, pin_tree
@@ -417,6 +418,20 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 search["openhi"][str(conc)] = b.load(signed(openhi_search), conc)
             b.result["search"] = search
 
+        b.log("DICOMweb: openhi's WADO-RS, QIDO-RS and STOW-RS (Orthanc's STOW-RS too)")
+        b.result["dicomweb"] = peers_dicomweb.measure(
+            b,
+            server=server,
+            client=client,
+            orthanc=orthanc,
+            ds_id=ds_id,
+            ct=ct,
+            patients=data["patients"],
+            active_datastore=active_datastore,
+            connections=CONNECTIONS,
+            latency_connections=LATENCY_CONNECTIONS,
+        )
+
         b.result["frame_bytes"] = {
             "openhi_mean": sum(p.stat().st_size for p in www.iterdir()) / len(ct),
             "orthanc_mean": frames["orthanc"][str(CONNECTIONS[0])]["body_bytes"]
@@ -496,7 +511,7 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append(
             _goal(f"search p99, {conc} conn", r["search"]["openhi"][str(conc)]["p99_ms"], "<=", 20.0, "ms")
         )
-    return rows
+    return rows + peers_dicomweb.targets(r, _goal)
 
 
 def _div(a: float, b: float) -> float:
@@ -632,7 +647,14 @@ def result_rows(r: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         }
         for t in r["targets"]
     ]
-    return {"ingest": ingest, "frames": frames, "ceiling": ceiling, "latency": latency, "targets": goals}
+    return {
+        "ingest": ingest,
+        "frames": frames,
+        "ceiling": ceiling,
+        "latency": latency,
+        **peers_dicomweb.rows(r),
+        "targets": goals,
+    }
 
 
 def _md_cell(value: Any) -> str:
@@ -708,6 +730,7 @@ def markdown(r: dict[str, Any], result_path: Path, charts: list[Path]) -> str:
         md_table(t["latency"]),
         "",
     ]
+    lines += peers_dicomweb.markdown(r, md_table)
     lines += [f"![{c.stem}](benchmarks/{c.name})" for c in charts]
     lines += ["", END]
     return "\n".join(lines)
