@@ -458,3 +458,29 @@ def test_a_streamed_body_is_verified_by_its_digest() -> None:
         verifier(local=True).verify(
             wire.method, "/datastore", wire.raw_query, wire.headers, payload_sha256=other
         )
+
+
+# -- precheck: a streamed body's signature is checked in two steps -------------------------------
+
+
+def test_precheck_passes_without_the_body_and_verify_then_checks_the_hmac() -> None:
+    body = b"\x00DICM" * 1000
+    wire = signed(
+        "POST", f"{ENDPOINT}/datastore/ds/studies", body, headers={"Content-Type": "application/dicom"}
+    )
+    v = verifier()
+    path = wire.raw_path.decode("ascii")
+    assert v.precheck(wire.method, path, wire.raw_query, wire.headers) == AK
+    assert v.verify(wire.method, path, wire.raw_query, wire.headers, body) == AK
+    with pytest.raises(AccessDeniedError, match="signature"):
+        v.verify(wire.method, path, wire.raw_query, wire.headers, body + b"x")
+
+
+def test_precheck_refuses_an_unknown_key_and_a_stale_signature_before_any_body() -> None:
+    unknown = signed("POST", f"{ENDPOINT}/datastore/ds/studies", b"x", access_key="AKIAUNKNOWN")
+    with pytest.raises(AccessDeniedError, match="unknown access key"):
+        verifier().precheck(unknown.method, unknown.raw_path.decode(), unknown.raw_query, unknown.headers)
+    wire = signed("POST", f"{ENDPOINT}/datastore/ds/studies", b"x")
+    late = verifier(at=datetime.now(UTC) + timedelta(hours=2))
+    with pytest.raises(AccessDeniedError):
+        late.precheck(wire.method, wire.raw_path.decode(), wire.raw_query, wire.headers)
