@@ -247,6 +247,23 @@ def test_failed_copy_without_content_changes_nothing(index: MetadataIndex) -> No
     assert index.dicom_studies(_q(Level.STUDY)) == before
 
 
+def test_backfill_indexes_sets_written_before_the_index(index: MetadataIndex) -> None:
+    doc = _doc("1" * 32, "1.1", "1.1.1", [("a", 1)])
+    legacy = _head("1" * 32, doc, 100.0)
+    rows, legacy.dicom = legacy.dicom, None  # as written before the DICOM index existed
+    index.create_image_set(legacy, _v(legacy), _frames(doc))
+    _create(index, 2, "2.2", "2.2.1", 200.0)
+    adapter: Any = index
+    assert [s.id for s in adapter.dicom_unindexed("", 10)] == [legacy.id]
+    assert adapter.dicom_unindexed(legacy.id, 10) == []
+    assert rows is not None
+    assert not adapter.dicom_reindex(DS, legacy.id, 2, rows)  # the set moved on: not this content
+    assert _studies(index) == ["2.2"]
+    assert adapter.dicom_reindex(DS, legacy.id, 1, rows)
+    assert _studies(index) == ["2.2", "1.1"] and adapter.dicom_unindexed("", 10) == []
+    assert index.dicom_instance(DS, "1.1", "1.1.1", "a") is not None
+
+
 # -- matching
 @pytest.fixture
 def three(index: MetadataIndex) -> MetadataIndex:

@@ -208,3 +208,29 @@ INSTANCE_KEYS = tuple(key for _, key in select_list(Level.INSTANCE))
 def row_keys(level: Level) -> tuple[str, ...]:
     """The keys of a row of ``level`` (:func:`select_list`)."""
     return tuple(key for _, key in select_list(level))
+
+
+# -- backfill (image sets written before the DICOM index existed)
+#: live or not, sets with content and no series row, by id after a key: (after, limit)
+UNINDEXED = (
+    "SELECT * FROM image_sets s WHERE s.id > ? AND s.state <> 'DELETED' AND s.content_version > 0"
+    " AND NOT EXISTS (SELECT 1 FROM dicom_series se WHERE se.image_set_id = s.id) ORDER BY s.id LIMIT ?"
+)
+_CONTENT = "SELECT content_version, updated_at FROM image_sets WHERE id = ? AND datastore_id = ?"
+
+
+def reindex(
+    ex: Executor,
+    style: Paramstyle,
+    datastore_id: str,
+    image_set_id: str,
+    content_version: int,
+    rows: DicomRows,
+) -> bool:
+    """Write the rows of a set's content ``content_version`` (read from its document by the caller), unless
+    the set moved on meanwhile (False: its newer write indexed it already, or it is gone)."""
+    head = ex.execute(sql(_CONTENT, style), (image_set_id, datastore_id)).fetchone()
+    if head is None or int(head["content_version"]) != content_version:
+        return False
+    sync(ex, style, datastore_id, image_set_id, rows, float(head["updated_at"]))
+    return True
