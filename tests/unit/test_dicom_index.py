@@ -360,3 +360,17 @@ def test_orders_pages_and_hierarchy(three: MetadataIndex) -> None:
 def test_a_match_below_the_query_level_is_refused(index: MetadataIndex) -> None:
     with pytest.raises(ValueError, match="Modality"):
         index.dicom_studies(_q(Level.STUDY, ("Modality", Kind.SINGLE, ("CT",))))
+
+
+def test_concurrent_writers_of_one_study_count_each_other(index: MetadataIndex) -> None:
+    """PostgreSQL writers of one study take turns on its recomputation; none overwrites another's series."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def write(n: int) -> None:
+        _create(index, n, "5.5", f"5.5.{n}", 100.0 + n, sops=[(f"5.5.{n}.1", 1)])
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(write, range(1, 17)))
+    [study] = index.dicom_studies(_q(Level.STUDY))
+    assert (study["num_series"], study["num_instances"]) == (16, 16)
+    assert len(_series(index, study_uid="5.5")) == 16

@@ -84,20 +84,26 @@ def sync(
     image_set_id: str,
     rows: DicomRows | None,
     updated_at: float,
+    new_head: tuple[bool, str] | None = None,
 ) -> None:
     """Bring the index in line with image set ``image_set_id`` as its (just written) head row says.
 
     ``rows``: the set's new content (its series and instance rows replace the old ones), or None when only
     its state or primary flag may have changed. A DELETED set's rows are removed. Every study that gains or
     loses a live series, or whose live series changed, is recomputed (:func:`refresh_study`).
+    ``new_head``: (is_primary, state) of a set just inserted (it has no rows yet: nothing to read).
     """
-    head = ex.execute(sql(_STATE, style), (image_set_id,)).fetchone()
-    if head is None:
-        return
-    had, old_study, old_live = head["study_uid"] is not None, head["study_uid"], bool(head["live"])
-    live = bool(head["is_primary"]) and head["state"] != "DELETED"
-    studies = {old_study} if had and old_live else set()
-    if head["state"] == "DELETED":
+    if new_head is not None:
+        (is_primary, state), had, old_study, old_live = new_head, False, "", False
+    else:
+        head = ex.execute(sql(_STATE, style), (image_set_id,)).fetchone()
+        if head is None:
+            return
+        is_primary, state = bool(head["is_primary"]), head["state"]
+        had, old_study, old_live = head["study_uid"] is not None, str(head["study_uid"]), bool(head["live"])
+    live = is_primary and state != "DELETED"
+    studies: set[str] = {old_study} if had and old_live else set()
+    if state == "DELETED":
         if not had:
             return
         ex.execute(sql(_DROP_INSTANCES, style), (image_set_id,))

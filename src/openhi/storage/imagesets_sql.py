@@ -156,7 +156,10 @@ def insert_head(ex: Executor, d: Dialect, head: ImageSet) -> None:
         ),
     )
     if head.dicom is not None:  # the DICOM index of the new set's content, in the same transaction
-        dicom_index_sql.sync(ex, d.paramstyle, head.datastore_id, head.id, head.dicom, head.updated_at)
+        dicom_index_sql.sync(
+            ex, d.paramstyle, head.datastore_id, head.id, head.dicom, head.updated_at,
+            new_head=(head.is_primary, head.state),
+        )  # fmt: skip
 
 
 def create(
