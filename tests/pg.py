@@ -23,6 +23,9 @@ TABLES = (
     "blob_gc",
     "write_owners",
     "write_locks",
+    "dicom_studies",
+    "dicom_series",
+    "dicom_instances",
 )
 
 

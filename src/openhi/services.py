@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from openhi.core.datastores import DatastoreService
+from openhi.core.dicom_backfill import start_backfill
 from openhi.core.dicom_reads import DicomReader
 from openhi.core.env import Env
 from openhi.core.import_worker import ImportWorker
@@ -160,6 +161,7 @@ def build_services(config: ServerConfig) -> Services:
     if config.api:
         datastores.recover()
         services.writes.recover()
+        start_backfill(env)  # image sets of an index older than the DICOM index get their rows
     if config.import_threads > 0:
         services.worker = ImportWorker(env, threads=config.import_threads).start()
         services.imports.on_submit = services.worker.nudge

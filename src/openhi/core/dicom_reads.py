@@ -66,8 +66,10 @@ class DicomReader:
         self._local_path = functools.lru_cache(maxsize=4096)(self._local_path_uncached)
 
     def live_datastore(self, datastore_id: str) -> None:
-        """Raises NotFoundError unless the datastore exists and is ACTIVE."""
-        self.datastores.get(datastore_id)
+        """Raises NotFoundError unless the datastore exists and is not being deleted or deleted."""
+        ds = self.datastores.get(datastore_id)
+        if ds.status in ("DELETING", "DELETED"):
+            raise NotFoundError(f"Datastore {datastore_id} does not exist.")
 
     def head(self, datastore_id: str, image_set_id: str) -> ImageSet:
         """A live image set's head. Raises NotFoundError (unknown or deleted)."""
@@ -221,16 +223,16 @@ class DicomReader:
         """
         if image_set_id is None and self._instance_rows:
             try:
-                row = self.env.index.dicom_instance(datastore_id, study_uid, series_uid, sop_uid)
+                found = self.env.index.dicom_instance_frames(datastore_id, study_uid, series_uid, sop_uid)
             except NotImplementedError:
                 self._instance_rows = False
             else:
-                if row is None:
+                if found is None:
                     self.series_set(datastore_id, study_uid, series_uid)  # names what is missing
                     raise NotFoundError(
                         f"Instance {sop_uid} does not exist in series {series_uid} of study {study_uid}."
                     )
-                return InstanceFrames(tuple(row.get("frame_ids") or ()), str(row.get("stored_ts") or ""))
+                return InstanceFrames(tuple(found[0]), found[1] or "")
         view = self.instance_view(datastore_id, study_uid, series_uid, sop_uid, image_set_id)
         return InstanceFrames(view.frame_ids, view.stored_transfer_syntax)
 

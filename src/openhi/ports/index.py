@@ -198,6 +198,24 @@ class MetadataIndex(Protocol):
         """One instance of the live primary image set of its series (the row of :meth:`dicom_instances`)."""
         ...
 
+    def dicom_instance_frames(
+        self, datastore_id: str, study_uid: str, series_uid: str, sop_uid: str
+    ) -> tuple[list[str], str | None] | None:
+        """The WADO-RS frame hot path: (frame ids, stored transfer syntax) of :meth:`dicom_instance`'s row."""
+        ...
+
+    def dicom_unindexed(self, after: str, limit: int) -> list[ImageSet]:
+        """Up to ``limit`` image sets (by id, after ``after``) with content but no DICOM index rows: sets
+        written before the index existed."""
+        ...
+
+    def dicom_reindex(
+        self, datastore_id: str, image_set_id: str, content_version: int, rows: DicomRows
+    ) -> bool:
+        """Write the DICOM index rows of a set's content ``content_version``; False (nothing written) when
+        the set changed since."""
+        ...
+
     def commit_store(
         self,
         datastore_id: str,

@@ -42,6 +42,12 @@ class DicomIndexTables:
         ).fetchone()
         return None if row is None else dq.to_row(row, dq.INSTANCE_KEYS)
 
+    def dicom_instance_frames(
+        self, datastore_id: str, study_uid: str, series_uid: str, sop_uid: str
+    ) -> tuple[list[str], str | None] | None:
+        args = (sop_uid, datastore_id, study_uid, series_uid)
+        return dq.frames_of(self.db.conn.execute(dq.INSTANCE_FRAMES, args).fetchone())
+
     # -- backfill of sets written before the DICOM index (not in the port yet: the core reads the documents)
     def dicom_unindexed(self, after: str, limit: int) -> list[ImageSet]:
         """Up to ``limit`` sets (by id, after ``after``) with content and no DICOM index rows."""
