@@ -257,8 +257,8 @@ def test_study_queries_match_the_same_studies(peer: Side, ours: Side, query: dic
     theirs = study_set(peer.client.search_for_studies(search_filters=query))
     mine = study_set(ours.client.search_for_studies(search_filters=query))
     assert mine == theirs
-    if query.get("PatientID") == "DOEJ":
-        assert mine, "the query must match something for the comparison to mean anything"
+    if "NOBODY" not in query.values():
+        assert mine, "every query but the NOBODY one matches something (else the comparison means little)"
 
 
 def test_study_instance_uid_list(peer: Side, ours: Side, corpus: Corpus) -> None:
