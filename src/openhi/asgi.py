@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
@@ -54,6 +55,8 @@ _LAST_RESORT_HEADERS = [
 _LAST_RESORT_BODY = b'{"message":"An unexpected error occurred; see the server log."}'
 #: the principal of an unsigned DICOMweb request in local mode (no credentials, no OIDC; loopback only)
 ANONYMOUS_LOCAL = "anonymous-local"
+#: the front doors browsers and viewers use: bearer tokens, and no credentials at all in local mode
+BROWSER_FRONTS = frozenset({"dicomweb", "console"})
 
 
 class PayloadTooLarge(ValidationError):
@@ -102,6 +105,8 @@ class OpenHIApp:
         *,
         oidc: BearerVerifier | None = None,
         cors: CorsPolicy | None = None,
+        guard: Any = None,
+        observer: Any = None,
     ) -> None:
         self.services = services
         self.verifier = verifier
@@ -109,6 +114,9 @@ class OpenHIApp:
         self.routes = routes or build_routes()
         self.oidc = oidc  # bearer tokens on the DICOMweb routes, when configured
         self.cors = cors  # browser origins, when configured
+        self.guard = guard  # rate limits and injected faults (openhi.throttle), when configured
+        #: told of every answered request: ``observer.observe(scope, status, seconds, request_id)``
+        self.observer = observer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -117,6 +125,7 @@ class OpenHIApp:
         if scope["type"] != "http":
             return
         request_id = _next_request_id()
+        started = time.perf_counter() if self.observer is not None else 0.0
         origin = _header(scope, b"origin") if self.cors is not None else None
         preflight = origin is not None and scope["method"] == "OPTIONS" and _is_preflight(scope)
         try:
@@ -138,6 +147,8 @@ class OpenHIApp:
         if self.cors is not None and not preflight:
             response.headers = [*response.headers, *self.cors.response_headers(origin)]
         await self._send(send, response, request_id, scope.get("extensions"))
+        if self.observer is not None:
+            self.observer.observe(scope, response.status, time.perf_counter() - started, request_id)
 
     def _preflight(self, scope: Scope, origin: str) -> WireResponse:
         """A CORS preflight: answered without credentials (a browser sends none with it)."""
@@ -162,6 +173,7 @@ class OpenHIApp:
         headers = [(k.lower(), v) for k, v in scope["headers"]]
         try:
             route, labels = self.routes.match(method, path)
+            scope["openhi.route"] = route  # for the observer (metrics, logs): operation and front door
         except RouteNotFound as exc:  # authenticated first: an unsigned caller learns nothing of the routes
             body = await _read_body(receive, Body.BUFFERED, None, _MAX_BUFFERED)
             self.verifier.verify(method, path, query, headers, body.data)
@@ -221,7 +233,7 @@ class OpenHIApp:
     def _credential_kind(self, route: Route, request: Request) -> str:
         """``sigv4``, or on a DICOMweb route ``bearer`` (an ``Authorization: Bearer`` token) or
         ``anonymous`` (local mode without OIDC, and nothing that looks like a credential)."""
-        if route.front != "dicomweb":
+        if route.front not in BROWSER_FRONTS:
             return "sigv4"
         authorization = request.header("authorization")
         if bearer_token(authorization) is not None:

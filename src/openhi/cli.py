@@ -57,8 +57,39 @@ def _serve(args: argparse.Namespace) -> None:
     if args.workers < 1:
         raise SystemExit("openhi serve: --workers must be at least 1")
     threads = 0 if args.no_workers else args.import_threads
-    config = _config(args, import_threads=threads)
+    config = _config(
+        args,
+        import_threads=threads,
+        dimse=_dimse_settings(args),
+        throttle=args.throttle,
+        faults=args.faults,
+        log_format=args.log_format,
+        metrics_public=args.metrics_public,
+    )
     serve(config, args.host, args.port, args.log_level, args.workers, _web_access(args))
+
+
+def _dimse_settings(args: argparse.Namespace) -> Any:
+    """The DICOM port's settings from the ``--dicom-*`` flags (a bad peer is a usage error)."""
+    from openhi.dimse.settings import DimseSettings
+
+    peers: dict[str, str] = {}
+    for spec in args.dicom_peer or ():
+        aet, sep, address = spec.partition("=")
+        host, colon, port = address.rpartition(":")
+        if not sep or not aet.strip() or not colon or not host or not port.isdigit():
+            raise SystemExit(f"openhi serve: --dicom-peer {spec!r}: expected AET=HOST:PORT")
+        peers[aet.strip()] = address
+    return DimseSettings(
+        port=args.dicom_port,
+        aet=args.dicom_aet,
+        datastore=args.dicom_datastore,
+        peers=peers,
+        allow=list(args.dicom_allow or ()),
+        max_associations=args.dicom_max_associations,
+        tls_cert=args.dicom_tls_cert,
+        tls_key=args.dicom_tls_key,
+    )
 
 
 def _web_access(args: argparse.Namespace) -> Any:
@@ -133,6 +164,48 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="a browser origin allowed to call (scheme://host[:port], or *); repeatable",
     )
+    dicom = serve.add_argument_group("DICOM networking (off unless --dicom-port is given; docs/dimse.md)")
+    dicom.add_argument(
+        "--dicom-port", type=int, default=None, help="listen for DICOM associations on this port"
+    )
+    dicom.add_argument("--dicom-aet", default="OPENHI", help="the server's AE title (default OPENHI)")
+    dicom.add_argument(
+        "--dicom-datastore",
+        default=None,
+        help="datastore that C-STORE writes to (default: see docs/dimse.md)",
+    )
+    dicom.add_argument(
+        "--dicom-peer",
+        action="append",
+        default=None,
+        metavar="AET=HOST:PORT",
+        help="a C-MOVE destination; repeatable",
+    )
+    dicom.add_argument(
+        "--dicom-allow",
+        action="append",
+        default=None,
+        metavar="AET",
+        help="a calling AE title allowed; repeatable",
+    )
+    dicom.add_argument(
+        "--dicom-max-associations", type=int, default=10, help="concurrent associations (default 10)"
+    )
+    dicom.add_argument("--dicom-tls-cert", default=None, help="DICOM TLS: the server certificate (PEM)")
+    dicom.add_argument("--dicom-tls-key", default=None, help="DICOM TLS: the certificate's private key (PEM)")
+    serve.add_argument(
+        "--throttle",
+        default=os.environ.get("OPENHI_THROTTLE") or "off",
+        metavar="off|aws|FILE",
+        help="request rate limits per access key and operation: off (default), aws (AWS's quotas), or a file",
+    )
+    serve.add_argument(
+        "--faults", default=None, metavar="FILE", help="fault-injection rules applied from the start"
+    )
+    serve.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help="log lines as text or JSON"
+    )
+    serve.add_argument("--metrics-public", action="store_true", help="serve /metrics without authentication")
     serve.add_argument("--region", default=None, help="region in ARNs (default us-east-1)")
     serve.add_argument("--account-id", default=None, help="account id in ARNs (default 123456789012)")
     serve.add_argument("--log-level", default="info")

@@ -8,7 +8,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 from openhi.cli_client import CommandError, Connection, clean_exit, resolve_endpoint
+from openhi.cli_export import add_parser as add_export_parser
 from openhi.cli_import import add_parser as add_import_parser
+from openhi.cli_send import add_parser as add_send_parser
 
 ENDPOINT_HELP = "server URL (default $AWS_ENDPOINT_URL_MEDICAL_IMAGING, else http://127.0.0.1:8080)"
 
@@ -33,8 +35,10 @@ def _diff(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    """Add ``import`` and ``diff`` to the ``openhi`` subcommands."""
+    """Add ``import``, ``export``, ``send`` and ``diff`` to the ``openhi`` subcommands."""
     add_import_parser(sub)
+    add_export_parser(sub)
+    add_send_parser(sub)
 
     diff = sub.add_parser(
         "diff",

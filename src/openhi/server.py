@@ -26,9 +26,13 @@ from openhi.auth.policy import PolicyError
 from openhi.auth.principals import Authorizer, read_policy_file
 from openhi.awsapi.sigv4 import SigV4Verifier
 from openhi.core.settings import Settings
+from openhi.dimse.listener import start_listener
+from openhi.dimse.settings import DimseSettings
 from openhi.listeners import ReusePortSocket, reuse_port_supported
+from openhi.observability import request_observer
 from openhi.services import ServerConfig, build_services
 from openhi.storage.registry import open_blobs, open_index
+from openhi.throttle.setup import request_guard
 from openhi.zerocopy import ZeroCopyHttpToolsProtocol
 
 # `serve --workers N`: the parent hands each API process its configuration in this variable
@@ -204,8 +208,22 @@ def build_app(config: ServerConfig, host: str, web: WebAccess | None = None) -> 
     except PolicyError as exc:
         raise StartupError(str(exc)) from None
     oidc, cors = web_access_parts(web)
+    guard = request_guard(config.throttle, config.faults)
+    observer = request_observer(config.log_format, config.metrics_public)
     services = build_services(config)
-    return OpenHIApp(services, SigV4Verifier(config.credentials or None), authorizer, oidc=oidc, cors=cors)
+    if config.dimse.port is not None:
+        listener = start_listener(config.dimse, services, host)
+        if listener is not None:
+            services.on_close.append(listener.close)
+    return OpenHIApp(
+        services,
+        SigV4Verifier(config.credentials or None),
+        authorizer,
+        oidc=oidc,
+        cors=cors,
+        guard=guard,
+        observer=observer,
+    )
 
 
 def serve(
@@ -307,6 +325,11 @@ def _config_dict(config: ServerConfig, host: str) -> dict[str, object]:
         "pixel_workers": config.pixel_workers,
         "api": config.api,
         "import_threads": config.import_threads,
+        "dimse": dataclasses.asdict(config.dimse),
+        "throttle": config.throttle,
+        "faults": config.faults,
+        "log_format": config.log_format,
+        "metrics_public": config.metrics_public,
     }
 
 
@@ -327,6 +350,7 @@ def app_from_environment() -> OpenHIApp:
         web = WebAccess(oidc=oidc, cors_origins=tuple(web_raw["cors_origins"]))
     raw["data_dir"] = Path(raw["data_dir"])
     raw["settings"] = Settings(**raw["settings"])
+    raw["dimse"] = DimseSettings(**raw["dimse"])
     return build_app(ServerConfig(**raw), host, web)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +23,7 @@ from openhi.core.settings import Settings
 from openhi.core.stow import StowService
 from openhi.core.tags import TagService
 from openhi.core.writes import ImageSetWriter
+from openhi.dimse.settings import DimseSettings
 from openhi.storage.registry import open_blobs, open_index, open_objects
 from openhi.storage.tasks_threads import ThreadTaskRunner
 
@@ -40,6 +41,11 @@ class ServerConfig:
     pixel_workers: int | None = None  # None: one per CPU; 0: encode in the calling thread
     api: bool = True  # serve the API: recover half-done writes at start, collect blobs
     import_threads: int = 2  # import jobs this process runs at a time; 0: no import worker here
+    dimse: DimseSettings = field(default_factory=DimseSettings)  # the DICOM port (off unless a port is set)
+    throttle: str = "off"  # request rate limits: "off", "aws" (AWS's quotas) or a limits file
+    faults: str | None = None  # fault-injection rules file applied from the start
+    log_format: str = "text"  # "text" or "json" (one object per line)
+    metrics_public: bool = False  # /metrics without authentication
 
     def resolved_index_url(self) -> str:
         return self.index_url or f"sqlite:///{self.data_dir / 'index.sqlite3'}"
@@ -84,6 +90,8 @@ class Services:
     worker: ImportWorker | None = None
     scratch_dir: Path | None = None  # request bodies streamed to disk (uploads); None: the system's
     resource_info: ResourceInfo = field(init=False)
+    #: closed first when the services close (front doors beside HTTP: the DICOM listener)
+    on_close: list[Callable[[], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.resource_info = ResourceInfo(self.env)
@@ -97,6 +105,8 @@ class Services:
         return True
 
     def close(self) -> None:
+        for close in self.on_close:
+            close()
         if self.worker is not None:
             self.worker.stop()  # a running job gives its lease back for another worker to resume
         self.reads.close()  # writes the last buffered touches while the index is still open

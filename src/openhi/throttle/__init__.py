@@ -1,0 +1,1 @@
+"""Rate limits per principal and operation, and fault injection for client tests."""
