@@ -20,8 +20,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 # Debian packages the tests drive side by side with openhi: Orthanc + its DICOMweb plugin (the peer the
-# DICOMweb answers are compared with) and dcmtk (DICOM networking tools). Installed when missing (root).
-TEST_DEBS := orthanc orthanc-dicomweb dcmtk
+# DICOMweb and DIMSE answers are compared with), dcmtk (the DICOM networking tools devices resemble) and
+# chromium (the browser the console and viewer tests drive). Installed when missing (root).
+TEST_DEBS := orthanc orthanc-dicomweb dcmtk chromium
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	@missing=$$(for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
