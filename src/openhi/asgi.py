@@ -37,6 +37,8 @@ from openhi.dicomweb.targets import DATASTORE as DATASTORE_LABEL
 from openhi.handlers.extra import ROUTES as OPENHI_ROUTES
 from openhi.handlers.loader import load_all
 from openhi.services import Services
+from openhi.throttle.guard import DropConnection, Guard, injected
+from openhi.throttle.routes import FaultControl, detached_control, fault_routes
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -73,10 +75,12 @@ def probe_routes() -> list[Route]:
     ]
 
 
-def build_routes() -> RouteTable:
-    """Every route of the app: the probes, the API operations, and openhi's own routes."""
+def build_routes(faults: FaultControl | None = None) -> RouteTable:
+    """Every route of the app: the probes, the API operations, and openhi's own routes (``/openhi/faults``
+    acting through ``faults``, the app's control of its guard)."""
     api = api_routes(load_service_model(), load_all())
-    return RouteTable([*probe_routes(), *api, *OPENHI_ROUTES, *dicomweb_routes()])
+    control = faults or detached_control()
+    return RouteTable([*probe_routes(), *api, *OPENHI_ROUTES, *fault_routes(control), *dicomweb_routes()])
 
 
 def _healthz(services: Services, request: Request) -> WireResponse:
@@ -105,16 +109,17 @@ class OpenHIApp:
         *,
         oidc: BearerVerifier | None = None,
         cors: CorsPolicy | None = None,
-        guard: Any = None,
+        guard: Guard | None = None,
         observer: Any = None,
     ) -> None:
         self.services = services
         self.verifier = verifier
         self.authorizer = authorizer or Authorizer()
-        self.routes = routes or build_routes()
         self.oidc = oidc  # bearer tokens on the DICOMweb routes, when configured
         self.cors = cors  # browser origins, when configured
-        self.guard = guard  # rate limits and injected faults (openhi.throttle), when configured
+        #: rate limits and injected faults (openhi.throttle), when configured; None costs nothing
+        self.guard = guard
+        self.routes = routes or build_routes(FaultControl(self._get_guard, self._set_guard))
         #: told of every answered request: ``observer.observe(scope, status, seconds, request_id)``
         self.observer = observer
 
@@ -134,6 +139,9 @@ class OpenHIApp:
                 response = self._preflight(scope, origin)
             else:
                 response = await self._handle(scope, receive)
+        except DropConnection:  # an injected fault: the client sees its connection closed, no answer
+            await _drop_connection(send, receive)
+            return
         except OpenHIError as exc:
             response = error_response(exc.code, exc.message, getattr(exc, "status", None))
             if scope.get("path", "").startswith("/openhi/"):  # openhi's own clients read the code here
@@ -222,6 +230,8 @@ class OpenHIApp:
                 bearer.authorize(route.action, request.labels.get(DATASTORE_LABEL))
             elif kind == "sigv4" and self.authorizer.restricted(request.access_key_id or ""):
                 await anyio.to_thread.run_sync(self._authorize, route, request)
+            if self.guard is not None:  # rate limits and injected faults: in place of the handler
+                await self._guarded(self.guard, route, request)
             if route.inline is not None and route.inline(self.services, request):
                 response: WireResponse = route.handler(self.services, request)
             else:
@@ -229,6 +239,26 @@ class OpenHIApp:
         finally:
             body.close()
         return response
+
+    async def _guarded(self, guard: Guard, route: Route, request: Request) -> None:
+        """Raises Throttled (over the limit), the injected error of a fault rule, or DropConnection; sleeps
+        for a rule's delay."""
+        assert route.action is not None  # not an open route
+        rule = guard.check(route.action, request.access_key_id or ANONYMOUS_LOCAL, route.front)
+        if rule is None:
+            return
+        if rule.delay:
+            await anyio.sleep(rule.delay)
+        if rule.drop:
+            raise DropConnection
+        if rule.error is not None:
+            raise injected(rule, route.action, route.front)
+
+    def _get_guard(self) -> Guard | None:
+        return self.guard
+
+    def _set_guard(self, guard: Guard | None) -> None:
+        self.guard = guard
 
     def _credential_kind(self, route: Route, request: Request) -> str:
         """``sigv4``, or on a DICOMweb route ``bearer`` (an ``Authorization: Bearer`` token) or
@@ -394,6 +424,24 @@ async def _send_file_body(
         await send({"type": "http.response.body", "body": b""})
     finally:
         body.close()
+
+
+async def _drop_connection(send: Send, receive: Receive) -> None:
+    """Close the client's connection without a byte of response: the transport of uvicorn's request
+    cycle (``send`` is its bound method, or openhi.zerocopy's closure over it) is closed, then the app
+    waits for the disconnect so that uvicorn does not answer in its place. Raises RuntimeError when the
+    server offers no transport (uvicorn then answers 500)."""
+    owner = getattr(send, "__self__", None)
+    if owner is None or not hasattr(owner, "transport"):
+        cells = getattr(send, "__closure__", None) or ()
+        owner = next((c.cell_contents for c in cells if hasattr(c.cell_contents, "response_started")), None)
+    transport = getattr(owner, "transport", None)
+    if transport is None:
+        raise RuntimeError("a dropped connection was injected, but this server offers no transport")
+    transport.close()
+    with anyio.move_on_after(5):
+        while (await receive())["type"] != "http.disconnect":
+            pass
 
 
 def _iterate(body: Iterable[bytes]) -> Iterable[bytes]:

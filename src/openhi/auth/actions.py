@@ -49,6 +49,9 @@ OPENHI_ACTIONS = (
     "PutImportInput",
     "GetImportOutput",
     "DeleteImportInput",
+    "GetFaults",  # GET /openhi/faults: the fault-injection rules in force
+    "PutFaults",  # PUT /openhi/faults: replace them
+    "DeleteFaults",  # DELETE /openhi/faults: clear them
 )
 
 KNOWN_ACTIONS: frozenset[str] = frozenset(
