@@ -136,6 +136,21 @@ class RunningServer:
             model_check.validate_responses(client)
         return client
 
+    def faults(self) -> Any:
+        """A :class:`openhi.throttle.client.FaultClient` of this server's ``/openhi/faults``."""
+        from openhi.throttle.client import FaultClient
+
+        return FaultClient(self.endpoint)
+
+    def inject(self, operation: str, **fault: Any) -> Any:
+        """Add a fault-injection rule (``error=``, ``delay=``, ``drop=``, ``every=``, ``probability=``,
+        ``times=``, ``message=``); the result removes it (``remove()``, or as a context manager)::
+
+            with openhi_server.inject("GetImageFrame", error="ThrottlingException", every=3):
+                ...
+        """
+        return self.faults().inject(operation, **fault)
+
     def bucket_path(self, bucket: str) -> Path:
         """Where ``s3://bucket/...`` lives for the embedded object store."""
         return self.data_dir / "buckets" / bucket

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,7 @@ from openhi.awsapi.serializer import WireResponse
 from openhi.core.errors import ValidationError
 from openhi.throttle.faults import FaultSet, parse_faults
 from openhi.throttle.guard import Guard
+from openhi.throttle.setup import process_count
 
 FAULTS_PATH = "/openhi/faults"
 
@@ -24,10 +26,12 @@ class FaultControl:
         self._put = put
 
     def rules(self) -> dict[str, Any]:
+        """The rules in force in this process (with their ``calls`` and ``fired`` counts), the process's
+        id and how many API processes this machine runs (each keeps its own rules: see the docs)."""
         guard = self._get()
-        if guard is None or guard.faults is None:
-            return {"seed": None, "rules": []}
-        return guard.faults.to_doc()
+        doc = {"seed": None, "rules": []} if guard is None or guard.faults is None else guard.faults.to_doc()
+        doc["process"], doc["processes"] = os.getpid(), process_count()
+        return doc
 
     def replace(self, faults: FaultSet | None) -> None:
         guard = self._get()
