@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError
 from openhi.testing import RunningServer
 
 RETRYING = Config(inject_host_prefix=False, retries={"mode": "standard", "max_attempts": 10})
-ONCE = Config(inject_host_prefix=False, retries={"mode": "standard", "max_attempts": 1})
+ONCE = Config(inject_host_prefix=False, retries={"mode": "standard", "total_max_attempts": 1})
 
 
 @pytest.fixture(scope="module")
