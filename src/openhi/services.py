@@ -156,15 +156,16 @@ def build_services(config: ServerConfig) -> Services:
     secret = index.set_meta_if_absent("pagination_secret", secrets.token_hex(32))
     paginator = Paginator(bytes.fromhex(secret))
     datastores = DatastoreService(env, paginator)
+    reads = ImageSetReader(env, paginator, datastores)
     services = Services(
         env=env,
         paginator=paginator,
         datastores=datastores,
         tags=TagService(env),
         imports=ImportService(env, paginator, datastores),
-        reads=ImageSetReader(env, paginator, datastores),
+        reads=reads,
         writes=ImageSetWriter(env, datastores),
-        dicom_reads=DicomReader(env, datastores),
+        dicom_reads=DicomReader(env, datastores, touch=reads.touches.touch),
         stow=StowService(env, datastores),
         scratch_dir=config.data_dir,
     )

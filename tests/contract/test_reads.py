@@ -335,6 +335,44 @@ def test_touches_move_last_accessed_and_the_tier(tmp_path: Path) -> None:
         server.kill()
 
 
+def test_dicomweb_retrievals_are_accesses_too(tmp_path: Path) -> None:
+    """WADO-RS frames and metadata move an archived image set back to FREQUENT_ACCESS, as the API's do;
+    QIDO-RS searches do not (SearchImageSets does not either)."""
+    env = {"OPENHI_TOUCH_FLUSH_SECONDS": "0.2", "OPENHI_ARCHIVE_AFTER_SECONDS": "1"}
+    server = RunningServer(tmp_path / "data", env=env).start()
+    try:
+        client = server.client()
+        ds_id = active_datastore(client, "tiers-dicomweb")
+        data = make_ct_series(1, seed=22, patient_id="TIER2")[0]
+        source = pydicom.dcmread(io.BytesIO(data))
+        run_import(client, server, ds_id, {"a.dcm": data})
+        set_id = client.search_image_sets(datastoreId=ds_id)["imageSetsMetadataSummaries"][0]["imageSetId"]
+
+        def props() -> dict[str, Any]:
+            got: dict[str, Any] = client.get_image_set(datastoreId=ds_id, imageSetId=set_id)
+            return got
+
+        base = f"{server.endpoint}/datastore/{ds_id}"
+        series = f"{base}/studies/{source.StudyInstanceUID}/series/{source.SeriesInstanceUID}"
+        archived = wait_for(props, lambda p: p["storageTier"] == "ARCHIVE_INSTANT_ACCESS", timeout=15)
+        assert httpx.get(f"{base}/studies?PatientID=TIER2").status_code == 200
+        time.sleep(0.5)
+        assert props()["lastAccessedAt"] == archived["lastAccessedAt"]  # a search is no access
+        frames = httpx.get(
+            f"{series}/instances/{source.SOPInstanceUID}/frames/1",
+            headers={"Accept": "multipart/related; type=application/octet-stream; transfer-syntax=*"},
+        )
+        assert frames.status_code == 200
+        touched = wait_for(props, lambda p: p["storageTier"] == "FREQUENT_ACCESS", timeout=5)
+        assert touched["lastAccessedAt"] > archived["lastAccessedAt"]
+        wait_for(props, lambda p: p["storageTier"] == "ARCHIVE_INSTANT_ACCESS", timeout=15)
+        assert httpx.get(f"{series}/metadata").status_code == 200
+        again = wait_for(props, lambda p: p["storageTier"] == "FREQUENT_ACCESS", timeout=5)
+        assert again["lastAccessedAt"] > touched["lastAccessedAt"]
+    finally:
+        server.kill()
+
+
 @pytest.mark.parametrize(
     ("accept", "offered", "chosen"),
     [

@@ -54,9 +54,16 @@ class InstanceFrames:
 class DicomReader:
     """Lookups of the DICOMweb / DIMSE / export front doors on the primary (or a named) image set."""
 
-    def __init__(self, env: Env, datastores: DatastoreService) -> None:
+    def __init__(
+        self,
+        env: Env,
+        datastores: DatastoreService,
+        touch: Callable[[str, str], object] | None = None,
+    ) -> None:
         self.env = env
         self.datastores = datastores
+        #: records a retrieval of an image set (its last access and storage tier), as the API's reads do
+        self._touch: Callable[[str, str], object] = touch or (lambda datastore_id, image_set_id: None)
         self._docs: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._answers: OrderedDict[Hashable, bytes] = OrderedDict()
         self._lock = threading.Lock()
@@ -147,6 +154,7 @@ class DicomReader:
                 raise NotFoundError(
                     f"Series {series_uid} of study {study_uid} is not in image set {image_set_id}."
                 )
+            self._touch(datastore_id, head.id)
             return head
         primary = self.env.index.find_primary(datastore_id, study_uid, series_uid)
         if primary is None:
@@ -154,6 +162,7 @@ class DicomReader:
             raise NotFoundError(
                 f"Series {series_uid} of study {study_uid} does not exist in datastore {datastore_id}."
             )
+        self._touch(datastore_id, primary.id)
         return primary
 
     def study_sets(
@@ -167,11 +176,14 @@ class DicomReader:
             head = self.head(datastore_id, image_set_id)
             if _study_uid(self.document(head)) != study_uid:
                 raise NotFoundError(f"Study {study_uid} is not in image set {image_set_id}.")
+            self._touch(datastore_id, head.id)
             return [head]
         heads = self.env.index.list_primary_in_study(datastore_id, study_uid)
         if not heads:
             self.live_datastore(datastore_id)
             raise NotFoundError(f"Study {study_uid} does not exist in datastore {datastore_id}.")
+        for head in heads:
+            self._touch(datastore_id, head.id)
         return heads
 
     def series_views(
@@ -232,6 +244,7 @@ class DicomReader:
                     raise NotFoundError(
                         f"Instance {sop_uid} does not exist in series {series_uid} of study {study_uid}."
                     )
+                self._touch(datastore_id, found[2])
                 return InstanceFrames(tuple(found[0]), found[1] or "")
         view = self.instance_view(datastore_id, study_uid, series_uid, sop_uid, image_set_id)
         return InstanceFrames(view.frame_ids, view.stored_transfer_syntax)

@@ -64,6 +64,30 @@ class SearchQuery:
     sort_order: str  # ASC | DESC
 
 
+@dataclass
+class StoredEvent:
+    """One event of the outbox: AWS's detail-type and detail, numbered ``seq`` in commit order."""
+
+    seq: int
+    time: float
+    detail_type: str
+    datastore_id: str
+    image_set_id: str | None
+    detail: dict[str, Any]
+
+
+@dataclass
+class WebhookCursor:
+    """A webhook's delivery state: every event up to ``delivered_seq`` is delivered (or filtered out)."""
+
+    name: str
+    delivered_seq: int
+    attempts: int  # failed attempts at the next event
+    next_attempt_at: float  # no attempt before this time (backoff)
+    last_error: str | None = None
+    lease_owner: str | None = None
+
+
 class MetadataIndex(Protocol):
     """Everything the core stores in the index. Adapters: SQLite (embedded), PostgreSQL (scale)."""
 
@@ -200,8 +224,9 @@ class MetadataIndex(Protocol):
 
     def dicom_instance_frames(
         self, datastore_id: str, study_uid: str, series_uid: str, sop_uid: str
-    ) -> tuple[list[str], str | None] | None:
-        """The WADO-RS frame hot path: (frame ids, stored transfer syntax) of :meth:`dicom_instance`'s row."""
+    ) -> tuple[list[str], str | None, str] | None:
+        """The WADO-RS frame hot path: (frame ids, stored transfer syntax, image set id) of the instance
+        :meth:`dicom_instance` finds."""
         ...
 
     def dicom_unindexed(self, after: str, limit: int) -> list[ImageSet]:
@@ -263,4 +288,37 @@ class MetadataIndex(Protocol):
 
     def forget_dead_write_owners(self, now: float, unowned_before: float) -> None:
         """Drop the notes of dead owners on what is no longer LOCKED, and dead owners with no notes left."""
+        ...
+
+    # -- events: an outbox written in the transaction of each state change (storage/events_sql.py)
+    def list_events(self, after: int, limit: int) -> list[StoredEvent]:
+        """Up to ``limit`` events with ``seq > after``, in ``seq`` order. The sequence is gap-free and in
+        commit order: an event that is not listed yet is numbered after every listed one."""
+        ...
+
+    def last_event_seq(self) -> int:
+        """The highest ``seq`` numbered so far (0: none)."""
+        ...
+
+    def claim_webhook(self, name: str, owner: str, now: float, until: float) -> WebhookCursor | None:
+        """Register webhook ``name`` (its cursor starts at the feed's current end) unless it is known, and
+        take or renew its delivery lease for ``owner`` until ``until``; its cursor, or None while another
+        live owner holds the lease."""
+        ...
+
+    def advance_webhook(self, name: str, owner: str, seq: int) -> bool:
+        """Every event up to ``seq`` is delivered: move the cursor, clear the failures (while ``owner``
+        holds the lease; False otherwise)."""
+        ...
+
+    def fail_webhook(self, name: str, owner: str, attempts: int, next_attempt_at: float, error: str) -> bool:
+        """Record a failed attempt at the event after the cursor (while ``owner`` holds the lease)."""
+        ...
+
+    def release_webhook(self, name: str, owner: str) -> None:
+        """Give the lease back (shutting down) so another process takes over at once."""
+        ...
+
+    def webhook_cursors(self) -> list[WebhookCursor]:
+        """Every registered webhook's cursor, by name (backlog = :meth:`last_event_seq` - delivered_seq)."""
         ...

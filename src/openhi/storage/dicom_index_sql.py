@@ -209,18 +209,20 @@ INSTANCE_LOOKUP = (
     " ORDER BY se.image_set_id LIMIT 1"
 )
 INSTANCE_KEYS = tuple(key for _, key in select_list(Level.INSTANCE))
-#: the WADO-RS frame hot path: only an instance's frame ids and stored syntax (sop, ds, study, series)
+#: the WADO-RS frame hot path: an instance's frame ids, stored syntax and image set (sop, ds, study, series)
 INSTANCE_FRAMES = (
-    "SELECT i.frame_ids, i.stored_ts FROM dicom_series se"
+    "SELECT i.frame_ids, i.stored_ts, se.image_set_id FROM dicom_series se"
     " JOIN dicom_instances i ON i.image_set_id = se.image_set_id AND i.sop_uid = ?"
     " WHERE se.datastore_id = ? AND se.study_uid = ? AND se.series_uid = ? AND se.live = 1"
     " ORDER BY se.image_set_id LIMIT 1"
 )
 
 
-def frames_of(row: Any) -> tuple[list[str], str | None] | None:
-    """(frame ids, stored syntax) of an INSTANCE_FRAMES row."""
-    return None if row is None else (json.loads(row["frame_ids"] or "[]"), row["stored_ts"])
+def frames_of(row: Any) -> tuple[list[str], str | None, str] | None:
+    """(frame ids, stored syntax, image set id) of an INSTANCE_FRAMES row."""
+    if row is None:
+        return None
+    return json.loads(row["frame_ids"] or "[]"), row["stored_ts"], row["image_set_id"]
 
 
 def row_keys(level: Level) -> tuple[str, ...]:

@@ -49,7 +49,7 @@ class DicomIndexTables:
 
     def dicom_instance_frames(
         self, datastore_id: str, study_uid: str, series_uid: str, sop_uid: str
-    ) -> tuple[list[str], str | None] | None:
+    ) -> tuple[list[str], str | None, str] | None:
         with self.db.tx() as cur:
             row = cur.execute(
                 sql(dq.INSTANCE_FRAMES, "format"), (sop_uid, datastore_id, study_uid, series_uid)

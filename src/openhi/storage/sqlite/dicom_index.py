@@ -44,7 +44,7 @@ class DicomIndexTables:
 
     def dicom_instance_frames(
         self, datastore_id: str, study_uid: str, series_uid: str, sop_uid: str
-    ) -> tuple[list[str], str | None] | None:
+    ) -> tuple[list[str], str | None, str] | None:
         args = (sop_uid, datastore_id, study_uid, series_uid)
         return dq.frames_of(self.db.conn.execute(dq.INSTANCE_FRAMES, args).fetchone())
 
