@@ -26,6 +26,8 @@ TABLES = (
     "dicom_studies",
     "dicom_series",
     "dicom_instances",
+    "events",
+    "webhook_cursors",
 )
 
 

@@ -52,6 +52,8 @@ OPENHI_ACTIONS = (
     "GetFaults",  # GET /openhi/faults: the fault-injection rules in force
     "PutFaults",  # PUT /openhi/faults: replace them
     "DeleteFaults",  # DELETE /openhi/faults: clear them
+    "GetEvents",  # GET /openhi/events: the event feed (H14's route; added here so the table builds)
+    "GetMetrics",  # GET /metrics: the Prometheus metrics (open instead with serve --metrics-public)
 )
 
 KNOWN_ACTIONS: frozenset[str] = frozenset(

@@ -37,7 +37,9 @@ INSERT_JOB = (
 _META = "SELECT value FROM meta WHERE key = ?"
 _DATASTORE = "SELECT * FROM datastores WHERE id = ?"
 _DATASTORE_BY_TOKEN = "SELECT * FROM datastores WHERE client_token = ?"
-_DATASTORE_STATUS = "UPDATE datastores SET status = ?, updated_at = ? WHERE id = ?"
+_DATASTORE_STATUS = (
+    "UPDATE datastores SET status = ?, updated_at = ? WHERE id = ? AND status <> ? RETURNING name"
+)
 _TAGS = "SELECT key, value FROM tags WHERE resource_arn = ? ORDER BY key"
 _PUT_TAG = (
     "INSERT INTO tags (resource_arn, key, value) VALUES (?, ?, ?)"
@@ -45,6 +47,7 @@ _PUT_TAG = (
 )
 _JOB = "SELECT * FROM import_jobs WHERE datastore_id = ? AND id = ?"
 _JOB_BY_TOKEN = "SELECT * FROM import_jobs WHERE datastore_id = ? AND client_token = ?"
+_JOB_STATUS = "SELECT status FROM import_jobs WHERE id = ?"
 _UPDATE_JOB = "UPDATE import_jobs SET status = ?, message = ?, ended_at = ? WHERE id = ?"
 
 
@@ -130,8 +133,13 @@ def list_datastores(
     return [datastore_from(r) for r in ex.execute(text, args).fetchall()]
 
 
-def set_datastore_status(ex: Executor, d: Dialect, datastore_id: str, status: str, now: float) -> None:
-    ex.execute(sql(_DATASTORE_STATUS, d.paramstyle), (status, now, datastore_id))
+def set_datastore_status(
+    ex: Executor, d: Dialect, datastore_id: str, status: str, now: float
+) -> tuple[str | None] | None:
+    """Set the status; the datastore's ``(name,)`` when the status changed (the caller emits its event),
+    None when it was already ``status`` or there is no such datastore."""
+    row = ex.execute(sql(_DATASTORE_STATUS, d.paramstyle), (status, now, datastore_id, status)).fetchone()
+    return None if row is None else (None if row["name"] is None else str(row["name"]),)
 
 
 def count_datastores(ex: Executor, d: Dialect, statuses: Sequence[str]) -> int:
@@ -209,8 +217,11 @@ def list_jobs(
     return [job_from(r) for r in ex.execute(text, args).fetchall()]
 
 
-def update_job(ex: Executor, d: Dialect, job: ImportJob) -> None:
+def update_job(ex: Executor, d: Dialect, job: ImportJob) -> bool:
+    """Write the job's status, message and end time; whether its status changed (the caller emits)."""
+    row = ex.execute(sql(_JOB_STATUS, d.paramstyle), (job.id,)).fetchone()
     ex.execute(sql(_UPDATE_JOB, d.paramstyle), (job.status, job.message, job.ended_at, job.id))
+    return row is not None and row["status"] != job.status
 
 
 def count_jobs(ex: Executor, d: Dialect, datastore_id: str, statuses: Sequence[str]) -> int:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from openhi.core.records import FrameRef, ImageSet, ImageSetVersion
 from openhi.ports.index import LockRequest, VersionCommit
-from openhi.storage import dicom_index_sql
+from openhi.storage import dicom_index_sql, events_sql
 from openhi.storage.sql_dialect import Executor as Executor
 from openhi.storage.sql_dialect import Paramstyle as Paramstyle
 from openhi.storage.sql_dialect import Result as Result
@@ -25,6 +25,11 @@ class Dialect:
     upsert_frame: str
     #: queue a set's frame blobs, then its metadata blobs, for collection unless queued: (now, image_set_id)
     collect: tuple[str, str]
+
+
+def _events(d: Dialect) -> events_sql.Dialect:
+    """The event outbox's dialect of ``d`` (every head write below adds its event in the same transaction)."""
+    return events_sql.SQLITE if d.paramstyle == "qmark" else events_sql.POSTGRES
 
 
 class LockLost(Exception):
@@ -160,6 +165,7 @@ def insert_head(ex: Executor, d: Dialect, head: ImageSet) -> None:
             ex, d.paramstyle, head.datastore_id, head.id, head.dicom, head.updated_at,
             new_head=(head.is_primary, head.state),
         )  # fmt: skip
+    events_sql.image_set_created(ex, _events(d), head)
 
 
 def create(
@@ -198,6 +204,9 @@ def take_locks(ex: Executor, d: Dialect, datastore_id: str, locks: Sequence[Lock
             raise LockLost(get_head(ex, d, datastore_id, lock.image_set_id))
         if lock.new_version is not None:
             insert_version(ex, d, lock.new_version)
+        events_sql.image_set_changed(
+            ex, _events(d), datastore_id, lock.image_set_id, "LOCKED", lock.head_status, now
+        )
 
 
 def append_version(
@@ -268,6 +277,11 @@ def apply_commit(
     insert_frames(ex, d, commit.image_set_id, commit.frames)
     if commit.collect:
         collect(ex, d, commit.image_set_id, commit.updated_at)
+    if v is not None:  # a finished operation; a copy source's unlock (no version) restores its old status
+        events_sql.image_set_changed(
+            ex, _events(d), datastore_id, commit.image_set_id, commit.head_state, commit.head_status,
+            commit.updated_at,
+        )  # fmt: skip
 
 
 def archive_idle(ex: Executor, d: Dialect, cutoff: float) -> int:

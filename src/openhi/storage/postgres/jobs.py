@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import psycopg
 
 from openhi.core.records import FrameRef, ImageSet, ImageSetVersion, ImportJob
 from openhi.ports.index import VersionCommit
+from openhi.storage import events_sql
 from openhi.storage import imagesets_sql as q
 from openhi.storage.postgres.imagesets import POSTGRES, Cur, ImageSetTables
 from openhi.storage.sqlite.rows import job_from
@@ -30,14 +33,19 @@ class JobQueueTables(ImageSetTables):
     def claim_job(self, worker_id: str, now: float, lease_seconds: float) -> ImportJob | None:
         with self.db.tx() as cur:
             row = cur.execute(
-                "UPDATE import_jobs SET status = 'IN_PROGRESS', lease_owner = %s, lease_expires = %s"
-                " WHERE id = (SELECT id FROM import_jobs WHERE status IN ('SUBMITTED', 'IN_PROGRESS')"
+                "UPDATE import_jobs j SET status = 'IN_PROGRESS', lease_owner = %s, lease_expires = %s"
+                " FROM (SELECT id, status AS was FROM import_jobs WHERE status IN ('SUBMITTED', 'IN_PROGRESS')"
                 "   AND (status = 'SUBMITTED' OR lease_expires IS NULL OR lease_expires < %s)"
-                "   ORDER BY submitted_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)"
-                " RETURNING *",
+                "   ORDER BY submitted_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) c"
+                " WHERE j.id = c.id RETURNING j.*, c.was",
                 (worker_id, now + lease_seconds, now),
             ).fetchone()
-        return None if row is None else job_from(row)
+            if row is None:
+                return None
+            job = job_from(row)
+            if row["was"] != "IN_PROGRESS":  # a job taken over from a dead worker changes no status
+                events_sql.job_changed(cur, events_sql.POSTGRES, job, "IN_PROGRESS", now)
+        return job
 
     def renew_job_lease(self, job_id: str, worker_id: str, until: float) -> bool:
         with self.db.tx() as cur:
@@ -109,4 +117,8 @@ def _finish(cur: Cur, job: ImportJob, worker_id: str) -> bool:
         " lease_expires = NULL WHERE id = %s AND lease_owner = %s AND status = 'IN_PROGRESS'",
         (job.status, job.message, job.ended_at, job.id, worker_id),
     )
-    return cur.rowcount == 1
+    if cur.rowcount != 1:
+        return False
+    ended = job.ended_at if job.ended_at is not None else time.time()
+    events_sql.job_changed(cur, events_sql.POSTGRES, job, job.status, ended)
+    return True

@@ -307,4 +307,28 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX dicom_instances_sop ON dicom_instances (datastore_id, sop_uid);
     """,
+    # 7: the event outbox (storage/events_sql.py): one row per state change, written in the change's
+    # transaction with seq NULL; readers number committed rows in id order (gap-free, commit order).
+    # Webhook cursors and their delivery leases.
+    """
+    CREATE TABLE events (
+        id BIGSERIAL PRIMARY KEY,
+        seq BIGINT UNIQUE,
+        time DOUBLE PRECISION NOT NULL,
+        detail_type TEXT NOT NULL,
+        datastore_id TEXT COLLATE "C" NOT NULL,
+        image_set_id TEXT COLLATE "C",
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX events_pending ON events (id) WHERE seq IS NULL;
+    CREATE TABLE webhook_cursors (
+        name TEXT PRIMARY KEY,
+        delivered_seq BIGINT NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_attempt_at DOUBLE PRECISION NOT NULL,
+        last_error TEXT,
+        lease_owner TEXT,
+        lease_expires DOUBLE PRECISION
+    );
+    """,
 ]

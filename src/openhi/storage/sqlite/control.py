@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from openhi.core.records import Datastore, ImportJob
+from openhi.ports.index import StoredEvent, WebhookCursor
 from openhi.storage import control_sql as c
+from openhi.storage import events_sql as ev
 from openhi.storage.sqlite.connection import Database
 
 #: client tokens are checked before the insert: the one writer (the write lock) makes that race-free
@@ -32,6 +35,7 @@ class ControlTables:
                 if existing is not None:
                     return existing
             c.insert_datastore(conn, SQLITE, ds)
+            ev.datastore_changed(conn, ev.SQLITE, ds.id, ds.name, ds.status, ds.created_at)
             return ds
 
     def get_datastore(self, datastore_id: str) -> Datastore | None:
@@ -44,7 +48,9 @@ class ControlTables:
 
     def set_datastore_status(self, datastore_id: str, status: str, now: float) -> None:
         with self.db.write() as conn:
-            c.set_datastore_status(conn, SQLITE, datastore_id, status, now)
+            name = c.set_datastore_status(conn, SQLITE, datastore_id, status, now)
+            if name is not None:
+                ev.datastore_changed(conn, ev.SQLITE, datastore_id, name[0], status, now)
 
     def count_datastores(self, statuses: Sequence[str]) -> int:
         return c.count_datastores(self.db.conn, SQLITE, statuses)
@@ -72,6 +78,7 @@ class ControlTables:
                 if existing is not None:
                     return existing
             c.insert_job(conn, SQLITE, job)
+            ev.job_changed(conn, ev.SQLITE, job, job.status, job.submitted_at)
             return job
 
     def get_job(self, datastore_id: str, job_id: str) -> ImportJob | None:
@@ -84,10 +91,40 @@ class ControlTables:
 
     def update_job(self, job: ImportJob) -> None:
         with self.db.write() as conn:
-            c.update_job(conn, SQLITE, job)
+            if c.update_job(conn, SQLITE, job):
+                ev.job_changed(conn, ev.SQLITE, job, job.status, job.ended_at or time.time())
 
     def count_jobs(self, datastore_id: str, statuses: Sequence[str]) -> int:
         return c.count_jobs(self.db.conn, SQLITE, datastore_id, statuses)
 
     def jobs_in_status(self, statuses: Sequence[str]) -> list[ImportJob]:
         return c.jobs_in_status(self.db.conn, SQLITE, statuses)
+
+    # -- events and webhook cursors
+    def list_events(self, after: int, limit: int) -> list[StoredEvent]:
+        return ev.list_events(self.db.conn, ev.SQLITE, after, limit)
+
+    def last_event_seq(self) -> int:
+        return ev.last_seq(self.db.conn, ev.SQLITE)
+
+    def claim_webhook(self, name: str, owner: str, now: float, until: float) -> WebhookCursor | None:
+        with self.db.write() as conn:
+            ev.register(conn, ev.SQLITE, name, " ON CONFLICT (name) DO NOTHING")
+            if not ev.take_lease(conn, ev.SQLITE, name, owner, now, until):
+                return None
+            return ev.get_cursor(conn, ev.SQLITE, name)
+
+    def advance_webhook(self, name: str, owner: str, seq: int) -> bool:
+        with self.db.write() as conn:
+            return ev.advance(conn, ev.SQLITE, name, owner, seq)
+
+    def fail_webhook(self, name: str, owner: str, attempts: int, next_attempt_at: float, error: str) -> bool:
+        with self.db.write() as conn:
+            return ev.fail(conn, ev.SQLITE, name, owner, attempts, next_attempt_at, error)
+
+    def release_webhook(self, name: str, owner: str) -> None:
+        with self.db.write() as conn:
+            ev.release(conn, ev.SQLITE, name, owner)
+
+    def webhook_cursors(self) -> list[WebhookCursor]:
+        return ev.all_cursors(self.db.conn)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 
 from openhi.core.records import FrameRef, ImageSet, ImageSetVersion, ImportJob
 from openhi.ports.index import VersionCommit
+from openhi.storage import events_sql
 from openhi.storage import imagesets_sql as q
 from openhi.storage.sqlite.imagesets import SQLITE, ImageSetTables
 from openhi.storage.sqlite.rows import job_from
@@ -36,6 +38,8 @@ class JobQueueTables(ImageSetTables):
                 (worker_id, now + lease_seconds, row["id"]),
             )
             job = job_from(row)
+            if row["status"] != "IN_PROGRESS":  # a job taken over from a dead worker changes no status
+                events_sql.job_changed(conn, events_sql.SQLITE, job, "IN_PROGRESS", now)
         job.status = "IN_PROGRESS"
         return job
 
@@ -113,4 +117,11 @@ def _finish(conn: sqlite3.Connection, job: ImportJob, worker_id: str) -> bool:
         " WHERE id = ? AND lease_owner = ? AND status = 'IN_PROGRESS'",
         (job.status, job.message, job.ended_at, job.id, worker_id),
     )
-    return cur.rowcount == 1
+    if cur.rowcount != 1:
+        return False
+    events_sql.job_changed(conn, events_sql.SQLITE, job, job.status, _ended(job))
+    return True
+
+
+def _ended(job: ImportJob) -> float:
+    return job.ended_at if job.ended_at is not None else time.time()

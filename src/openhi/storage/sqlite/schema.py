@@ -306,4 +306,25 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX dicom_instances_sop ON dicom_instances (datastore_id, sop_uid);
     """,
+    # 8: the event outbox (storage/events_sql.py): one row per state change, written in the change's
+    # transaction; seq is max + 1 under the one writer (gap-free, commit order). Webhook cursors and leases.
+    """
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY,
+        time REAL NOT NULL,
+        detail_type TEXT NOT NULL,
+        datastore_id TEXT NOT NULL,
+        image_set_id TEXT,
+        detail TEXT NOT NULL
+    );
+    CREATE TABLE webhook_cursors (
+        name TEXT PRIMARY KEY,
+        delivered_seq INTEGER NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_attempt_at REAL NOT NULL,
+        last_error TEXT,
+        lease_owner TEXT,
+        lease_expires REAL
+    );
+    """,
 ]
