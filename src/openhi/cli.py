@@ -65,6 +65,7 @@ def _serve(args: argparse.Namespace) -> None:
         faults=args.faults,
         log_format=args.log_format,
         metrics_public=args.metrics_public,
+        webhooks=_webhooks(args, "serve"),
     )
     serve(config, args.host, args.port, args.log_level, args.workers, _web_access(args))
 
@@ -111,7 +112,20 @@ def _web_access(args: argparse.Namespace) -> Any:
 def _worker(args: argparse.Namespace) -> None:
     from openhi.server import run_worker
 
-    run_worker(_config(args, import_threads=max(1, args.threads), api=False), args.log_level)
+    config = _config(args, import_threads=max(1, args.threads), api=False, webhooks=_webhooks(args, "worker"))
+    run_worker(config, args.log_level)
+
+
+def _webhooks(args: argparse.Namespace, command: str) -> str | None:
+    """The --webhooks file, checked now: a bad file is a usage error, not a crash of every process."""
+    from openhi.core.webhooks import WebhookConfigError, load_webhooks
+
+    if args.webhooks:
+        try:
+            load_webhooks(args.webhooks)
+        except WebhookConfigError as exc:
+            raise SystemExit(f"openhi {command}: --webhooks: {exc}") from None
+    return str(args.webhooks) if args.webhooks else None
 
 
 @_clean_errors
@@ -206,6 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-format", choices=("text", "json"), default="text", help="log lines as text or JSON"
     )
     serve.add_argument("--metrics-public", action="store_true", help="serve /metrics without authentication")
+    serve.add_argument(
+        "--webhooks",
+        default=os.environ.get("OPENHI_WEBHOOKS") or None,
+        metavar="FILE",
+        help="webhooks the event feed is POSTed to: a JSON file (docs/operations.md)",
+    )
     serve.add_argument("--region", default=None, help="region in ARNs (default us-east-1)")
     serve.add_argument("--account-id", default=None, help="account id in ARNs (default 123456789012)")
     serve.add_argument("--log-level", default="info")
@@ -224,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     _backend_flags(worker)
     worker.add_argument("--threads", type=int, default=2, help="import jobs run at a time (default 2)")
     worker.add_argument("--log-level", default="info")
+    worker.add_argument(
+        "--webhooks",
+        default=os.environ.get("OPENHI_WEBHOOKS") or None,
+        metavar="FILE",
+        help="webhooks the event feed is POSTed to: a JSON file (docs/operations.md)",
+    )
     worker.set_defaults(func=_worker)
 
     migrate = sub.add_parser("migrate", help="create or upgrade the index schema, then exit")

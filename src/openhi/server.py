@@ -330,6 +330,7 @@ def _config_dict(config: ServerConfig, host: str) -> dict[str, object]:
         "faults": config.faults,
         "log_format": config.log_format,
         "metrics_public": config.metrics_public,
+        "webhooks": config.webhooks,
     }
 
 

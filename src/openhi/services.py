@@ -22,6 +22,7 @@ from openhi.core.reads import ImageSetReader
 from openhi.core.settings import Settings
 from openhi.core.stow import StowService
 from openhi.core.tags import TagService
+from openhi.core.webhooks import WebhookDeliverer, load_webhooks
 from openhi.core.writes import ImageSetWriter
 from openhi.dimse.settings import DimseSettings
 from openhi.storage.registry import open_blobs, open_index, open_objects
@@ -46,6 +47,7 @@ class ServerConfig:
     faults: str | None = None  # fault-injection rules file applied from the start
     log_format: str = "text"  # "text" or "json" (one object per line)
     metrics_public: bool = False  # /metrics without authentication
+    webhooks: str | None = None  # webhooks file: processes with import workers deliver the event feed
 
     def resolved_index_url(self) -> str:
         return self.index_url or f"sqlite:///{self.data_dir / 'index.sqlite3'}"
@@ -176,4 +178,6 @@ def build_services(config: ServerConfig) -> Services:
     if config.import_threads > 0:
         services.worker = ImportWorker(env, threads=config.import_threads).start()
         services.imports.on_submit = services.worker.nudge
+        if config.webhooks:  # the event feed's webhooks are delivered where imports run
+            services.on_close.append(WebhookDeliverer(env, load_webhooks(config.webhooks)).start().stop)
     return services
