@@ -13,7 +13,7 @@ from typing import Any
 
 from openhi.core.datastores import DatastoreService
 from openhi.core.env import Env
-from openhi.core.errors import NotFoundError, ValidationError
+from openhi.core.errors import ConflictError, NotFoundError, ValidationError
 from openhi.core.file_body import FileBody
 from openhi.core.keys import frame_key
 from openhi.core.records import ImageSet
@@ -219,6 +219,39 @@ class DicomReader:
             if view.sop_uid == sop_uid and view.series_uid == series_uid:
                 return view
         raise NotFoundError(f"Instance {sop_uid} does not exist in series {series_uid} of study {study_uid}.")
+
+    def version_view(
+        self,
+        datastore_id: str,
+        study_uid: str,
+        series_uid: str,
+        sop_uid: str,
+        image_set_id: str,
+        version: int,
+    ) -> InstanceView:
+        """The instance ``sop_uid`` as version ``version`` of image set ``image_set_id`` holds it (an
+        older version's content: what ``openhi export --version`` reads).
+
+        Raises NotFoundError (unknown datastore, image set, version, or an instance not in that version)
+        and ConflictError (the version's operation is still running).
+        """
+        head = self.head(datastore_id, image_set_id)
+        row = self.env.index.get_version(datastore_id, head.id, version) if version > 0 else None
+        if row is None:
+            raise NotFoundError(f"Version {version} of image set {image_set_id} does not exist.")
+        if row.state == "LOCKED":
+            raise ConflictError(
+                f"Version {version} of image set {image_set_id} is still being processed; retry later."
+            )
+        if row.metadata_key is None:
+            raise NotFoundError(f"Version {version} of image set {image_set_id} has no metadata.")
+        for view in iter_instance_views(self.document_at(row.metadata_key)):
+            if view.sop_uid == sop_uid and view.series_uid == series_uid and view.study_uid == study_uid:
+                self._touch(datastore_id, head.id)
+                return view
+        raise NotFoundError(
+            f"Instance {sop_uid} of series {series_uid} is not in version {version} of image set {image_set_id}."
+        )
 
     def instance_frames(
         self,

@@ -70,6 +70,24 @@ def _image_set_id(request: Request) -> str | None:
     return None
 
 
+def _version(request: Request, image_set_id: str | None) -> int | None:
+    """The ``version`` query parameter of an instance retrieval (beyond AWS: an image set's older
+    version, as ``openhi export --version`` reads it); None when absent.
+
+    Raises ValidationError: not a positive integer, or given without ``imageSetId``.
+    """
+    if b"version" not in request.query:
+        return None
+    for key, value in parse_qsl(request.query.decode("latin-1"), keep_blank_values=True):
+        if key == "version":
+            if image_set_id is None:
+                raise ValidationError("version needs imageSetId (the image set whose version it is).")
+            if not value.isascii() or not value.isdigit() or not 0 < len(value) < 10 or int(value) < 1:
+                raise ValidationError(f"version must be a positive integer, got {value[:20]!r}.")
+            return int(value)
+    return None
+
+
 def frame_numbers(frame_list: str) -> list[int]:
     """The 1-based frame numbers of a ``{frameList}`` in request order.
 
@@ -132,10 +150,16 @@ def _part10(reader: DicomReader, ds: str, view: InstanceView, syntax: str) -> by
 
 def retrieve_instance(services: Services, request: Request) -> WireResponse:
     """GetDICOMInstance: single-part application/dicom (AWS's form, also for ``*/*`` and no Accept) or
-    multipart/related; type="application/dicom" (PS3.18's form), Explicit VR Little Endian by default."""
+    multipart/related; type="application/dicom" (PS3.18's form), Explicit VR Little Endian by default.
+    ``?imageSetId=ID&version=N``: the instance as version N of that image set holds it."""
     ds, study, series, sop = _uids(request)
     reader = services.dicom_reads
-    view = reader.instance_view(ds, study, series, sop, _image_set_id(request))
+    image_set_id = _image_set_id(request)
+    version = _version(request, image_set_id)
+    if image_set_id is not None and version is not None:
+        view = reader.version_view(ds, study, series, sop, image_set_id, version)
+    else:
+        view = reader.instance_view(ds, study, series, sop, image_set_id)
     choice = media.choose_instance(
         request.header("accept"), available_syntaxes(view), view.stored_transfer_syntax
     )
