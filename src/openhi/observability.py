@@ -1,10 +1,87 @@
-"""Metrics and request logs of a server (placeholder until built)."""
+"""Metrics and request logs of a server: what the app tells of each answered request, and the start-up.
+
+``serve`` calls :func:`prepare_serve` before any API process exists (the metrics folder every process
+writes to, the logging configuration); ``build_app`` calls :func:`request_observer` in each API process,
+and the app calls ``observer.observe(scope, status, seconds, request_id)`` after every answered request.
+"""
 
 from __future__ import annotations
 
+import atexit
+import logging
+import os
+import shutil
+import tempfile
 from typing import Any
 
+from openhi.core import telemetry
+from openhi.logs import AccessLog, configure
 
-def request_observer(log_format: str, metrics_public: bool) -> Any | None:
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client when it is first imported
+#: the routes that serve frames, and how many a successful answer serves
+_FRAME_ROUTES = ("GetImageFrame", "wado-frames")
+_STATUS = {code: str(code) for code in range(100, 600)}
+
+
+def prepare_serve(log_format: str, log_level: str) -> dict[str, Any]:
+    """Before the API processes start: a fresh folder for every process's metric values (unless
+    ``PROMETHEUS_MULTIPROC_DIR`` is set already; removed when this process exits), the core's sink for the
+    processes they start, and logging for ``log_format``. Returns the uvicorn settings to add
+    (``log_config``)."""
+    if not os.environ.get(MULTIPROC_ENV):
+        folder = tempfile.mkdtemp(prefix="openhi-metrics-")
+        os.environ[MULTIPROC_ENV] = folder
+        atexit.register(_remove_folder, folder)
+    os.environ.setdefault(telemetry.SINK_ENV, "openhi.metrics:core_sink")
+    return {"log_config": configure(log_format, log_level)}
+
+
+def _remove_folder(folder: str) -> None:
+    if os.getpid() == _PARENT_PID:  # not a child that inherited the registration
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+_PARENT_PID = os.getpid()
+
+
+class Observer:
+    """Counts every answered request (metrics) and writes its access line (logs)."""
+
+    def __init__(self, log_format: str, metrics_public: bool) -> None:
+        from openhi import metrics
+
+        self.metrics_public = metrics_public
+        self.stats = metrics.request_stats()
+        self.access = AccessLog(log_format)
+        self._labels: dict[int, tuple[str, str]] = {}  # id(route) -> (operation, front)
+        telemetry.install(metrics.CoreSink())
+        metrics.count_store_errors(logging.getLogger("openhi"))
+
+    def routes(self) -> list[Any]:
+        """The routes this observer serves: ``GET /metrics`` (open with --metrics-public)."""
+        from openhi.metrics import metrics_route
+
+        return [metrics_route(self.metrics_public)]
+
+    def observe(self, scope: Any, status: int, seconds: float, request_id: str) -> None:
+        route = scope.get("openhi.route")
+        if route is None:
+            operation, front = "unmatched", "none"
+        else:
+            labels = self._labels.get(id(route))
+            if labels is None:
+                name = route.name or (route.action or "").rpartition(":")[2]
+                labels = self._labels[id(route)] = (name, route.front)
+            operation, front = labels
+        frames = 0
+        if status == 200 and operation in _FRAME_ROUTES:
+            frames = 1 if operation == "GetImageFrame" else scope["path"].rpartition("/")[2].count(",") + 1
+        sent = scope.get("openhi.response_bytes") or 0
+        self.stats.record(operation, front, _STATUS.get(status) or str(status), seconds, sent, frames)
+        if self.access.enabled():
+            self.access.write(scope, route, operation, front, status, seconds, request_id)
+
+
+def request_observer(log_format: str, metrics_public: bool) -> Observer:
     """What the app tells of every answered request (``observe(scope, status, seconds, request_id)``)."""
-    return None
+    return Observer(log_format, metrics_public)

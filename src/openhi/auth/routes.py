@@ -19,8 +19,9 @@ from openhi.auth.evaluate import Target
 from openhi.awsapi.router import PatternTable
 from openhi.core.errors import OpenHIError
 
-#: the routes answered without authentication: liveness and readiness probes carry no data
-OPEN_PATHS = frozenset({("GET", "/healthz"), ("GET", "/readyz")})
+#: the routes that may be answered without authentication: liveness and readiness probes carry no data;
+#: ``/metrics`` (counts, no data) is registered open only when the server runs with --metrics-public
+OPEN_PATHS = frozenset({("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")})
 
 MAX_BODY_BYTES = 1024 * 1024
 

@@ -8,6 +8,7 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, replace
 from functools import partial
 
+from openhi.core import telemetry
 from openhi.core.keys import frame_key
 from openhi.dicom.instance import InstanceRejected, ProcessedInstance, process_instance
 from openhi.dicom.json_dataset import MetadataOverride
@@ -40,7 +41,9 @@ def import_one(work: FileJob, key: str) -> ProcessedInstance:
     Raises:
         InstanceRejected: the file is not acceptable DICOM (reported as a failure entry).
     """
-    processed = process_instance(work.objects.get(work.bucket, key), work.storage_format, work.overrides)
+    processed = telemetry.transcoded(
+        process_instance, work.objects.get(work.bucket, key), work.storage_format, work.overrides
+    )
     for frame in processed.frames:  # flushed before commit
         work.blobs.put(frame_key(work.datastore_id, frame.frame_id), frame.data, durable=False)
     return replace(processed, frames=[])

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 
-from openhi.core import import_group
+from openhi.core import import_group, telemetry
 from openhi.core.env import Env
 from openhi.core.import_files import FileJob, process_files
 from openhi.core.import_group import InstanceGrouper, json_size
@@ -65,6 +65,7 @@ class ImportRun(InstanceGrouper):
         except Exception as exc:  # the job itself failed: report, never crash the worker
             log.exception("import job %s failed", job.id)
             message = JOB_CRASHED.format(type(exc).__name__, exc)
+        telemetry.import_job("FAILED" if message else "COMPLETED", self.outcome)
         if message is None:
             return  # COMPLETED together with its image sets
         failed = replace(job, status="FAILED", message=modeled_message(message), ended_at=self.env.clock())

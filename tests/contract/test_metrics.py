@@ -1,0 +1,193 @@
+"""/metrics of a real server: counters after a known workload, every process counted, open only on request."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from prometheus_client.parser import text_string_to_metric_families
+
+from contract.helpers import active_datastore
+from contract.imaging import metadata, run_import
+from dicom_factory import make_ct_series, make_instance, uid
+from openhi.testing import RunningServer
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def signed_get(server: RunningServer, path: str) -> httpx.Response:
+    url = f"{server.endpoint}{path}"
+    request = AWSRequest(method="GET", url=url)
+    SigV4Auth(Credentials("any", "any"), "medical-imaging", "us-east-1").add_auth(request)
+    return httpx.get(url, headers=dict(request.headers.items()), timeout=30)
+
+
+def parse(text: str) -> Samples:
+    """Every sample of the exposition: (sample name, labels) -> value."""
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def scrape_until(fetch: Any, done: Any, timeout: float = 10.0) -> Samples:
+    """Scrape until ``done(samples)`` (other processes write what they counted twice a second)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = fetch()
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+        samples = parse(response.text)
+        if done(samples) or time.monotonic() > deadline:
+            return samples
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    with RunningServer(tmp_path_factory.mktemp("metrics") / "data") as running:
+        yield running
+
+
+def test_counters_after_a_known_workload(server: RunningServer) -> None:
+    client = server.client()
+    ds = active_datastore(client, "metrics")
+    study, series = uid("metrics-study"), uid("metrics-series")
+    files = {
+        f"f{i}.dcm": make_instance(
+            frames=2,
+            seed=i,
+            study_uid=study,
+            series_uid=series,
+            sop_uid=uid("metrics-sop", i),
+            PatientID="P1",
+        )
+        for i in range(3)
+    }
+    imported = run_import(client, server, ds, files)
+    assert imported["job"]["jobStatus"] == "COMPLETED"
+    image_set_id = imported["success"][0]["importResponse"]["imageSetId"]
+    doc = metadata(client, ds, image_set_id)
+    frame_bytes = 0
+    wado_bytes = 0
+    refs = [
+        (series_uid, sop_uid, instance["ImageFrames"][0]["ID"])
+        for series_uid, node in doc["Study"]["Series"].items()
+        for sop_uid, instance in node["Instances"].items()
+    ]
+    assert len(refs) == 3
+    for series_uid, sop_uid, frame_id in refs:
+        frame = client.get_image_frame(
+            datastoreId=ds, imageSetId=image_set_id, imageFrameInformation={"imageFrameId": frame_id}
+        )
+        frame_bytes += len(frame["imageFrameBlob"].read())
+        wado = httpx.get(
+            f"{server.endpoint}/datastore/{ds}/studies/{study}/series/{series_uid}/instances/{sop_uid}"
+            "/frames/1,2",
+            headers={"Accept": 'multipart/related; type="application/octet-stream"'},
+            timeout=30,
+        )
+        assert wado.status_code == 200, wado.text
+        wado_bytes += len(wado.content)
+    missing = httpx.get(f"{server.endpoint}/datastore/{ds}/studies/1.2.3.4/metadata", timeout=30)
+    assert missing.status_code == 404
+
+    assert httpx.get(f"{server.endpoint}/metrics", timeout=30).status_code == 403  # not without a signature
+    samples = scrape_until(
+        lambda: signed_get(server, "/metrics"),
+        lambda s: value(s, "openhi_frames_served_total", operation="wado-frames") >= 6,
+    )
+    assert value(samples, "openhi_requests_total", operation="GetImageFrame", front="api", status="200") == 3
+    assert (
+        value(samples, "openhi_requests_total", operation="CreateDatastore", front="api", status="200") == 1
+    )
+    assert (
+        value(samples, "openhi_requests_total", operation="wado-frames", front="dicomweb", status="200") == 3
+    )
+    study_404 = {"operation": "wado-study-metadata", "front": "dicomweb", "status": "404"}
+    assert value(samples, "openhi_requests_total", **study_404) == 1
+    assert value(samples, "openhi_requests_total", operation="metrics", front="openhi", status="403") == 1
+    assert value(samples, "openhi_frames_served_total", operation="GetImageFrame") == 3
+    assert (
+        value(samples, "openhi_frames_served_total", operation="wado-frames") == 6
+    )  # "1,2": two frames each
+    assert (
+        value(samples, "openhi_response_bytes_total", operation="GetImageFrame", front="api") == frame_bytes
+    )
+    assert (
+        value(samples, "openhi_response_bytes_total", operation="wado-frames", front="dicomweb") == wado_bytes
+    )
+    latency = {"operation": "GetImageFrame", "front": "api"}
+    assert value(samples, "openhi_request_duration_seconds_count", **latency) == 3
+    assert value(samples, "openhi_request_duration_seconds_bucket", le="+Inf", **latency) == 3
+    assert 0 < value(samples, "openhi_request_duration_seconds_sum", **latency) < 30
+    assert value(samples, "openhi_import_jobs_total", status="COMPLETED") == 1
+    assert value(samples, "openhi_import_jobs_total", status="FAILED") == 0
+    assert value(samples, "openhi_import_instances_total", outcome="imported") == 3
+    assert value(samples, "openhi_import_instances_total", outcome="failed") == 0
+    # the pixel work ran in the pixel-pool processes: their values reach the scrape too
+    assert value(samples, "openhi_transcode_seconds_count") == 3
+    assert value(samples, "openhi_transcode_seconds_bucket", le="+Inf") == 3
+    assert value(samples, "openhi_transcode_seconds_sum") > 0
+    assert value(samples, "openhi_import_queue_jobs", status="SUBMITTED") == 0
+    assert value(samples, "openhi_import_queue_jobs", status="IN_PROGRESS") == 0
+    assert value(samples, "openhi_store_errors_total", store="index") == 0
+
+
+def test_a_failed_import_and_its_files(server: RunningServer) -> None:
+    client = server.client()
+    ds = active_datastore(client, "metrics-failures")
+    before = parse(signed_get(server, "/metrics").text)
+    files = {"good.dcm": make_ct_series(1, rows=16, cols=16, seed=11)[0], "junk.dcm": b"not dicom" * 50}
+    imported = run_import(client, server, ds, files)
+    assert imported["job"]["jobStatus"] == "COMPLETED" and len(imported["failure"]) == 1
+
+    def grew(s: Samples) -> bool:
+        return value(s, "openhi_import_jobs_total", status="COMPLETED") > value(
+            before, "openhi_import_jobs_total", status="COMPLETED"
+        )
+
+    after = scrape_until(lambda: signed_get(server, "/metrics"), grew)
+    for outcome, n in (("imported", 1), ("failed", 1), ("duplicate", 0)):
+        name = "openhi_import_instances_total"
+        assert value(after, name, outcome=outcome) - value(before, name, outcome=outcome) == n
+    assert (
+        value(after, "openhi_transcode_seconds_count") - value(before, "openhi_transcode_seconds_count") == 1
+    )
+
+
+def test_every_process_is_counted_and_public_metrics_need_no_signature(tmp_path: Path) -> None:
+    with RunningServer(tmp_path / "data", extra_args=["--workers", "2", "--metrics-public"]) as server:
+        time.sleep(2)  # the second API process starts listening
+        answered_by = set()
+        for _ in range(40):  # a new connection each: the kernel spreads them over both processes
+            with urllib.request.urlopen(f"{server.endpoint}/readyz", timeout=10) as response:
+                assert response.status == 200
+                answered_by.add(response.headers["x-amzn-RequestId"].rsplit("-", 3)[0])
+        assert len(answered_by) == 2  # each process has its own request id prefix
+
+        def all_counted(s: Samples) -> bool:
+            return value(s, "openhi_requests_total", operation="readyz", front="api", status="200") >= 40
+
+        samples = scrape_until(lambda: httpx.get(f"{server.endpoint}/metrics", timeout=30), all_counted)
+        assert value(samples, "openhi_requests_total", operation="readyz", front="api", status="200") == 40
+        assert value(samples, "openhi_request_duration_seconds_count", operation="readyz", front="api") == 40
+        assert value(samples, "openhi_build_info", version=_version()) == 1
+
+
+def _version() -> str:
+    from openhi import __version__
+
+    return __version__
