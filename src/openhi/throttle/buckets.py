@@ -40,13 +40,15 @@ class TokenBucket:
     """A bucket that starts full (``burst`` tokens) and gains ``rate`` tokens a second up to ``burst``;
     each admitted request takes one token. Not thread-safe: the caller holds its lock."""
 
-    __slots__ = ("burst", "rate", "stamp", "tokens")
+    __slots__ = ("burst", "limit", "rate", "stamp", "tokens")
 
-    def __init__(self, limit: Limit, now: float) -> None:
+    def __init__(self, limit: Limit, now: float, *, shown: Limit | None = None) -> None:
         self.rate = limit.rate
         self.burst = limit.burst
         self.tokens = limit.burst
         self.stamp = now
+        #: the limit a refusal names (the whole limit, when this bucket holds one process's share)
+        self.limit = shown or limit
 
     def take(self, now: float) -> float:
         """Take one token at time ``now`` (seconds, monotonic): 0.0 when admitted, else the seconds until

@@ -64,26 +64,31 @@ class Limiter:
 
     def wait(self, principal: str, action: str) -> float:
         """Take a token for this call: 0.0 when admitted, else the seconds until one is there."""
-        key = (principal, action)
-        try:
-            bucket = self._buckets[key]
-        except KeyError:
-            bucket = self._new(key)
+        bucket = self.bucket(principal, action)
         if bucket is None:
             return 0.0
         with self._lock:
             return bucket.take(time.monotonic())
 
-    def _new(self, key: tuple[str, str]) -> TokenBucket | None:
-        limit = self.profile.limit(*key)
-        bucket = None if limit is None else TokenBucket(limit.shared(self.parts), time.monotonic())
+    def bucket(self, principal: str, action: str) -> TokenBucket | None:
+        """The bucket of this principal and action (made on first use), or None: not limited."""
+        key = (principal, action)
+        try:
+            return self._buckets[key]
+        except KeyError:
+            pass
+        limit = self.profile.limit(principal, action)
+        bucket = (
+            None if limit is None else TokenBucket(limit.shared(self.parts), time.monotonic(), shown=limit)
+        )
         with self._lock:
             if len(self._buckets) >= MAX_BUCKETS:
                 self._buckets.clear()
             return self._buckets.setdefault(key, bucket)
 
     def limit(self, principal: str, action: str) -> Limit | None:
-        return self.profile.limit(principal, action)
+        bucket = self.bucket(principal, action)
+        return None if bucket is None else bucket.limit
 
 
 class Guard:
