@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from openhi.cli_client import CommandError, api_error
-from openhi.dicom.instance_view import iter_instance_views
 
 ELE = "1.2.840.10008.1.2.1"
 #: SearchImageSets page size (HealthImaging's maximum)
@@ -25,7 +24,7 @@ class Item:
     series_uid: str
     image_set_id: str
     stored_ts: str  # "" when the instance has no frames (then the rebuilt file is Explicit VR LE)
-    version: int | None = None  # an image set version other than the current content (--version)
+    version: int | None = None  # the image set version read (--version, else the one listed)
 
     @property
     def name(self) -> str:
@@ -69,20 +68,41 @@ def _document(api: Any, endpoint: str, datastore_id: str, image_set_id: str, ver
     return json.loads(blob)
 
 
-def _add_set(plan: Plan, doc: Any, image_set_id: str, version: int | None, series_uid: str | None) -> None:
+def _pinned(api: Any, endpoint: str, datastore_id: str, image_set_id: str) -> tuple[Any, int | None]:
+    """The current content of an image set and its version number, so that every instance is read from
+    that version even if the set is updated during the export (version None: the set is being changed
+    now, its content is read unpinned). Raises CommandError."""
+    try:
+        head = api.get_image_set(datastoreId=datastore_id, imageSetId=image_set_id)
+    except Exception as exc:
+        raise api_error(exc, endpoint) from exc
+    if head.get("imageSetState") == "ACTIVE":
+        version = int(head["versionId"])
+        try:
+            return _document(api, endpoint, datastore_id, image_set_id, version), version
+        except CommandError:
+            pass  # changed meanwhile, or a latest version without content: read what is current
+    return _document(api, endpoint, datastore_id, image_set_id, None), None
+
+
+def _dict(value: Any, key: str) -> dict[str, Any]:
+    found = value.get(key) if isinstance(value, dict) else None
+    return found if isinstance(found, dict) else {}
+
+
+def _add_set(plan: Plan, doc: Any, image_set_id: str, version: int | None, only: str | None) -> None:
+    """The instances of a metadata document (the order of ``openhi.dicom.instance_view``'s walk,
+    without its views: the client does not load pydicom)."""
     plan.image_sets.append(image_set_id)
-    for view in iter_instance_views(doc):
-        if series_uid is None or view.series_uid == series_uid:
-            plan.add(
-                Item(
-                    view.sop_uid,
-                    view.study_uid,
-                    view.series_uid,
-                    image_set_id,
-                    view.stored_transfer_syntax,
-                    version,
-                )
-            )
+    study = _dict(doc, "Study")
+    study_uid = str(_dict(study, "DICOM").get("StudyInstanceUID") or "")
+    for series_uid, series in _dict(study, "Series").items():
+        if only is not None and series_uid != only:
+            continue
+        for sop_uid, node in _dict(series, "Instances").items():
+            if isinstance(node, dict):
+                stored = str(node.get("StoredTransferSyntaxUID") or "")
+                plan.add(Item(sop_uid, study_uid, series_uid, image_set_id, stored, version))
 
 
 def _primary_sets(
@@ -123,19 +143,24 @@ def make_plan(
     series: str | None = None,
 ) -> Plan:
     """The instances of ``image_set`` (its ``version``), of the primary image sets of ``study`` or
-    ``series``, or (none given) of every primary image set of the datastore.
+    ``series``, or (none given) of every primary image set of the datastore; each image set's version
+    is the one listed (its current content then), unless ``version`` names another.
 
     Raises CommandError: unknown image set / version, a study or series with no image set, the API refused.
     """
     plan = Plan()
     if image_set is not None:
-        doc = _document(api, endpoint, datastore_id, image_set, version)
+        if version is not None:
+            doc = _document(api, endpoint, datastore_id, image_set, version)
+        else:
+            doc, version = _pinned(api, endpoint, datastore_id, image_set)
         _add_set(plan, doc, image_set, version, None)
         return plan
     attribute = "DICOMStudyInstanceUID" if study else "DICOMSeriesInstanceUID" if series else None
     uid = study or series or ""
     for set_id in _primary_sets(api, endpoint, datastore_id, attribute, uid):
-        _add_set(plan, _document(api, endpoint, datastore_id, set_id, None), set_id, None, series)
+        doc, pinned = _pinned(api, endpoint, datastore_id, set_id)
+        _add_set(plan, doc, set_id, pinned, series)
     if attribute is not None and not plan.items:
         what = "study" if study else "series"
         raise CommandError(f"{what} {uid} is not in datastore {datastore_id}")

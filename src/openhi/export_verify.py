@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-from io import BytesIO
 
 from openhi.export_plan import Item
 
@@ -16,6 +15,8 @@ _LONG_VRS = frozenset(
 )
 _UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_MEDIA_SOP, _SYNTAX = 0x00020003, 0x00020010
+_SOP, _STUDY, _SERIES = 0x00080018, 0x0020000D, 0x0020000E
 
 
 class Truncated(ValueError):
@@ -38,8 +39,11 @@ def _header(buf: bytes, pos: int, explicit: bool) -> tuple[int, bytes, int, int]
     return tag, vr, struct.unpack_from("<H", buf, pos + 6)[0], 8
 
 
-def _dataset(buf: bytes, pos: int, end: int, explicit: bool, in_item: bool) -> int:
-    """Walk a data set from ``pos`` to ``end`` (or to its item delimiter); the position after it."""
+def _dataset(
+    buf: bytes, pos: int, end: int, explicit: bool, in_item: bool, keep: dict[int, bytes] | None = None
+) -> int:
+    """Walk a data set from ``pos`` to ``end`` (or to its item delimiter); the position after it.
+    The values of the tags in ``keep`` (keys) are put in it."""
     while pos < end:
         tag, vr, length, size = _header(buf, pos, explicit)
         pos += size
@@ -58,6 +62,8 @@ def _dataset(buf: bytes, pos: int, end: int, explicit: bool, in_item: bool) -> i
             _items(buf, pos, pos + length, explicit, fragments=False, defined=True)
             pos += length
         else:
+            if keep is not None and tag in keep:
+                keep[tag] = buf[pos : pos + length]
             pos += length
         if pos > end:
             raise Truncated(f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) runs past the end of the data")
@@ -88,50 +94,46 @@ def _items(buf: bytes, pos: int, end: int, explicit: bool, *, fragments: bool, d
     raise Truncated("a sequence or Pixel Data has no delimiter")
 
 
+def _uid(value: bytes) -> str:
+    return value.rstrip(b"\x00 ").decode("ascii", "replace")
+
+
 def problem(data: bytes, item: Item, syntax: str) -> str | None:
     """Why ``data`` is not a complete export of ``item`` in transfer syntax ``syntax`` (None: it is).
 
-    Verified means: a Part 10 file (preamble, ``DICM``, file meta) in that syntax whose Media Storage
-    SOP Instance UID and SOP Instance UID are the item's, whose Study and Series Instance UIDs are the
-    item's, and whose every element (sequences and Pixel Data fragments included) ends inside the
-    file, the last one exactly at its end. Deflated and big endian files are never verified.
+    Verified means: a Part 10 file (preamble, ``DICM``, file meta group with its length) in that
+    syntax whose Media Storage SOP Instance UID and SOP Instance UID are the item's, whose Study and
+    Series Instance UIDs are the item's, and whose every element (sequences and Pixel Data fragments
+    included) ends inside the file, the last one exactly at its end. Deflated and big endian files
+    are never verified (they are exported again).
     """
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
     if len(data) < 144 or data[128:132] != b"DICM":
         return "not a DICOM Part 10 file"
+    if data[132:138] != b"\x02\x00\x00\x00UL":
+        return "the file meta group does not start with its length"
+    start = 144 + struct.unpack_from("<I", data, 140)[0]  # after the File Meta group
+    meta: dict[int, bytes] = {_MEDIA_SOP: b"", _SYNTAX: b""}
     try:
-        ds = pydicom.dcmread(
-            BytesIO(data),
-            stop_before_pixels=True,
-            specific_tags=["SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"],
-        )
-    except (InvalidDicomError, ValueError, EOFError, OSError, struct.error, KeyError) as exc:
-        return f"unreadable: {exc}"
-    meta = ds.file_meta
-    found = str(meta.get("TransferSyntaxUID", ""))
+        _dataset(data, 132, start, True, in_item=False, keep=meta)
+    except (Truncated, struct.error) as exc:
+        return f"unreadable file meta: {exc}"
+    found = _uid(meta[_SYNTAX])
     if found != syntax:
         return f"transfer syntax {found or 'missing'}, not {syntax}"
     if syntax in _NOT_WALKED:
         return f"a file in {syntax} is not verified"
-    for what, value in (
-        ("Media Storage SOP Instance UID", meta.get("MediaStorageSOPInstanceUID")),
-        ("SOP Instance UID", ds.get("SOPInstanceUID")),
-        ("Study Instance UID", ds.get("StudyInstanceUID")),
-        ("Series Instance UID", ds.get("SeriesInstanceUID")),
-    ):
-        expected = {
-            "Study Instance UID": item.study_uid,
-            "Series Instance UID": item.series_uid,
-        }.get(what, item.sop_uid)
-        if str(value or "") != expected:
-            return f"{what} {str(value or '')[:70]!r} is not {expected}"
-    if data[132:138] != b"\x02\x00\x00\x00UL":
-        return "the file meta group does not start with its length"
-    start = 144 + struct.unpack_from("<I", data, 140)[0]  # after the File Meta group
+    tags: dict[int, bytes] = {_SOP: b"", _STUDY: b"", _SERIES: b""}
     try:
-        _dataset(data, start, len(data), syntax != IMPLICIT_LE, in_item=False)
+        _dataset(data, start, len(data), syntax != IMPLICIT_LE, in_item=False, keep=tags)
     except (Truncated, struct.error) as exc:
         return f"incomplete: {exc}"
+    expected = (
+        ("Media Storage SOP Instance UID", meta[_MEDIA_SOP], item.sop_uid),
+        ("SOP Instance UID", tags[_SOP], item.sop_uid),
+        ("Study Instance UID", tags[_STUDY], item.study_uid),
+        ("Series Instance UID", tags[_SERIES], item.series_uid),
+    )
+    for what, value, want in expected:
+        if _uid(value) != want:
+            return f"{what} {_uid(value)[:70]!r} is not {want}"
     return None

@@ -229,8 +229,9 @@ class DicomReader:
         image_set_id: str,
         version: int,
     ) -> InstanceView:
-        """The instance ``sop_uid`` as version ``version`` of image set ``image_set_id`` holds it (an
-        older version's content: what ``openhi export --version`` reads).
+        """The instance ``sop_uid`` as version ``version`` of image set ``image_set_id`` holds it (what
+        ``openhi export`` reads: the version it listed, or an older one); found without a view of every
+        instance of the document.
 
         Raises NotFoundError (unknown datastore, image set, version, or an instance not in that version)
         and ConflictError (the version's operation is still running).
@@ -245,10 +246,15 @@ class DicomReader:
             )
         if row.metadata_key is None:
             raise NotFoundError(f"Version {version} of image set {image_set_id} has no metadata.")
-        for view in iter_instance_views(self.document_at(row.metadata_key)):
-            if view.sop_uid == sop_uid and view.series_uid == series_uid and view.study_uid == study_uid:
-                self._touch(datastore_id, head.id)
-                return view
+        doc = self.document_at(row.metadata_key)
+        series = _series_of(doc).get(series_uid)
+        instances = series.get("Instances") if isinstance(series, dict) else None
+        node = instances.get(sop_uid) if isinstance(instances, dict) else None
+        if isinstance(series, dict) and isinstance(node, dict) and _study_uid(doc) == study_uid:
+            alone = {**series, "Instances": {sop_uid: node}}  # one view, not one per instance
+            one = {"Patient": doc.get("Patient"), "Study": {**doc["Study"], "Series": {series_uid: alone}}}
+            self._touch(datastore_id, head.id)
+            return next(iter_instance_views(one))
         raise NotFoundError(
             f"Instance {sop_uid} of series {series_uid} is not in version {version} of image set {image_set_id}."
         )
