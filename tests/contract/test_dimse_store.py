@@ -6,6 +6,7 @@ import io
 import json
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -351,3 +352,56 @@ def test_an_acknowledged_instance_survives_kill_9(tmp_path: Path) -> None:
         assert not list((tmp_path / "data" / "dimse-spool").glob("*/*.dcm"))
     finally:
         server.stop()
+
+
+# ----------------------------------------------------------------------------------------- storage SCU
+
+
+def test_openhi_send_pushes_a_study_to_a_peer_pixel_exact(dimse: Dimse, tmp_path: Path) -> None:
+    """``openhi send`` reads a study over DICOMweb and C-STOREs it to a peer: here the server's own
+    DICOM port, called by another datastore's name."""
+    source_ds = active_datastore(dimse.client, "SENDSRC")
+    target_ds = active_datastore(dimse.client, "SENDDST")
+    files = [read(f) for f in make_ct_series(4, rows=32, cols=32, seed=808, patient_id="DIMSE8")]
+    assoc = dimse.associate("SENDSRC")
+    try:
+        assert [assoc.send_c_store(ds).Status for ds in files] == [0] * 4
+    finally:
+        assoc.release()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "openhi",
+            "send",
+            "--datastore",
+            source_ds,
+            "--study",
+            files[0].StudyInstanceUID,
+            "--to",
+            f"SENDDST=127.0.0.1:{dimse.port}",
+            "--calling-aet",
+            "OHTEST",
+            "--endpoint",
+            dimse.server.endpoint,
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "sent 4 of 4" in done.stdout
+    for ds in files:
+        assert np.array_equal(wado_pixels(dimse, target_ds, ds), ds.pixel_array)
+    command = [
+        sys.executable,
+        "-m",
+        "openhi",
+        "send",
+        "--datastore",
+        source_ds,
+        "--study",
+        files[0].StudyInstanceUID,
+    ]
+    command += ["--to", f"SENDDST=127.0.0.1:{dimse.port}", "--calling-aet", "INTRUDER"]
+    refused = subprocess.run([*command, "--endpoint", dimse.server.endpoint], capture_output=True, text=True)
+    assert refused.returncode != 0 and "not established" in refused.stderr
