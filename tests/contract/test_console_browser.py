@@ -98,9 +98,11 @@ class InProcessServer:
 
         self.data_dir = data_dir
         self.services = build_services(ServerConfig(data_dir=data_dir, pixel_workers=0, import_threads=1))
-        session.configure(self.services, credentials)
+        secrets = session.configure(self.services, credentials)
         routes = RouteTable([*build_routes().routes, *ROUTES])
-        app = OpenHIApp(self.services, SigV4Verifier(credentials or None), routes=routes)
+        app_class = SessionApp if credentials else OpenHIApp
+        app = app_class(self.services, SigV4Verifier(credentials or None), routes=routes)
+        app.sessions = secrets
         self.port = free_port()
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
         self.server = uvicorn.Server(config)
@@ -125,6 +127,34 @@ class InProcessServer:
         self.server.should_exit = True
         self.thread.join(timeout=15)
         self.services.close()
+
+
+def _session_app_class() -> Any:
+    from openhi.asgi import BROWSER_FRONTS, OpenHIApp
+    from openhi.console.session import browser_session
+
+    class SessionApp(OpenHIApp):
+        """The app with the session step the asgi module gets (see the report of issue 15): a browser
+        request without an Authorization header is authenticated by its session cookie."""
+
+        sessions: Any = None
+
+        def _credential_kind(self, route: Any, request: Any) -> str:
+            if (
+                route.front in BROWSER_FRONTS
+                and not self.verifier.local_mode
+                and request.header("authorization") is None
+            ):
+                principal = browser_session(route, request, self.sessions)
+                if principal is not None:
+                    request.access_key_id = principal
+                    return "session"
+            return str(super()._credential_kind(route, request))
+
+    return SessionApp
+
+
+SessionApp = _session_app_class()
 
 
 def console_wired() -> bool:

@@ -2,8 +2,9 @@
 or writes, so a key's policy applies to the console as it does to the API.
 
 Pages that only show static files (styles, the viewer's bundles) use ``ListDatastores``, the least any
-console user needs. ``/login`` and the console's own static files are open routes once the route table
-lists them in ``OPEN_PATHS`` (the login page must be reachable without a session).
+console user needs. Outside local mode the app authenticates a browser by its session cookie
+(:func:`openhi.console.session.browser_session`); the login page and its styles
+(:data:`~openhi.console.session.PUBLIC_ROUTES`) need none.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from openhi.auth.resources import request_targets
-from openhi.auth.routes import OPEN_PATHS, Request, Route
+from openhi.auth.routes import Request, Route
 from openhi.awsapi.serializer import WireResponse
 from openhi.console import imageset, imports, login, pages, search, viewer
 from openhi.console.errors import error_ring
@@ -45,14 +46,6 @@ def _route(method: str, pattern: str, operation: str, handler: Any, name: str) -
     )
 
 
-def _public(method: str, pattern: str, handler: Any, name: str) -> Route:
-    """An open route when the route table allows it (``OPEN_PATHS``), else one under ListDatastores
-    (reachable in local mode, and with a session)."""
-    if (method, pattern) in OPEN_PATHS:
-        return Route(method, pattern, None, handler, open=True, name=f"console-{name}", front=FRONT)
-    return _route(method, pattern, "ListDatastores", handler, name)
-
-
 ROUTES: list[Route] = [
     _route("GET", "/", "ListDatastores", pages.datastores_page, "datastores"),
     _route("POST", "/console/datastores", "CreateDatastore", pages.create_datastore, "create-datastore"),
@@ -67,9 +60,9 @@ ROUTES: list[Route] = [
     _route("POST", SET + "/revert", "UpdateImageSetMetadata", imageset.revert_image_set, "revert"),
     _route("POST", SET + "/copy", "CopyImageSet", imageset.copy_image_set, "copy"),
     _route("POST", SET + "/delete", "DeleteImageSet", imageset.delete_image_set, "delete-imageset"),
-    _public("GET", "/console/static/{path+}", _static, "static"),
-    _public("GET", "/login", login.login_page, "login-page"),
-    _public("POST", "/login", login.login, "login"),
+    _route("GET", "/console/static/{path+}", "ListDatastores", _static, "static"),
+    _route("GET", "/login", "ListDatastores", login.login_page, "login-page"),
+    _route("POST", "/login", "ListDatastores", login.login, "login"),
     _route("POST", "/logout", "ListDatastores", login.logout, "logout"),
     _route("GET", "/viewer", "ListDatastores", viewer.deep_link, "viewer-link"),
     _route("GET", PREFIX + "app-config.js", "ListDatastores", viewer.app_config_js, "viewer-config"),

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 from openhi.awsapi.serializer import WireResponse
+from openhi.core.errors import OpenHIError
 
 COOKIE = "openhi_session"
 LIFETIME_SECONDS = 12 * 3600
@@ -109,6 +110,43 @@ def session_principal(
     if not hmac.compare_digest(mac, _mac(secrets, key_id, expires)):
         return None
     return key_id
+
+
+class LoginRequired(OpenHIError):
+    """A console page asked for without a valid session (outside local mode): the app answers ``302`` to
+    the login page (``status`` and ``headers`` are what the app's error path sends)."""
+
+    code = "LoginRequired"
+    status = 302
+
+    def __init__(self, path: str, query: bytes = b"") -> None:
+        super().__init__("Sign in first: " + LOGIN_PATH)
+        self.headers = login_redirect(path, query).headers
+
+
+#: the console routes a browser reaches without a session: the login form and the styles it uses
+PUBLIC_ROUTES = frozenset({"console-login-page", "console-login", "console-static"})
+#: the principal of a request to one of :data:`PUBLIC_ROUTES` without a session (no policy names it)
+PUBLIC_PRINCIPAL = "anonymous-browser"
+
+
+def browser_session(route: Any, request: Any, secrets: SessionSecrets | None) -> str | None:
+    """What the app's authentication step asks, outside local mode, for a request on a browser front
+    door (``console``, ``dicomweb``) that carries no ``Authorization`` header and no presigned query: the
+    access key id of its valid session cookie; :data:`PUBLIC_PRINCIPAL` for the login page and its
+    styles; None for a DICOMweb request without a session (the usual SigV4 refusal follows).
+
+    Raises:
+        LoginRequired: any other console route without a valid session (302 to the login page).
+    """
+    principal = session_principal(request.header("cookie"), secrets)
+    if principal is not None:
+        return principal
+    if route.name in PUBLIC_ROUTES:
+        return PUBLIC_PRINCIPAL
+    if route.front == "console":
+        raise LoginRequired(request.path, request.query)
+    return None
 
 
 def set_cookie_header(value: str, *, secure: bool = False) -> tuple[str, str]:
