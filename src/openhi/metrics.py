@@ -14,7 +14,6 @@ import logging
 import os
 import threading
 import time
-from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from functools import partial
 from types import TracebackType
@@ -92,59 +91,66 @@ STORE_ERRORS = Counter(
 )
 
 
-class RequestStats:
-    """One process's request counts since it started; :meth:`flush` writes what is new to the metrics.
+#: the latency buckets' upper bounds, +Inf last (``bisect_left`` gives a value's bucket, as Prometheus counts)
+BOUNDS = (*LATENCY_BUCKETS, float("inf"))
+#: what a successful answer of these routes serves: one frame, or the frames its frame list names
+FRAME_ROUTES = {"GetImageFrame": 1, "wado-frames": 2}
 
-    :meth:`record` runs on the event loop only (one writer); :meth:`flush` copies under the GIL and adds
-    the differences, so a count is never lost or written twice.
-    """
+
+class Slot:
+    """What one process counted for one route and status since it started (only the event loop writes)."""
+
+    __slots__ = ("buckets", "count", "done", "frame_kind", "frames", "labels", "sent", "sum")
+
+    def __init__(self, operation: str, front: str, status: str) -> None:
+        self.labels = (operation, front, status)
+        self.count = 0
+        self.buckets = [0] * len(BOUNDS)
+        self.sum = 0.0
+        self.sent = 0
+        self.frames = 0
+        self.frame_kind = FRAME_ROUTES.get(operation, 0) if status == "200" else 0
+        self.done: tuple[int, list[int], float, int, int] = (0, [0] * len(BOUNDS), 0.0, 0, 0)
+
+
+class RequestStats:
+    """One process's request counts, one :class:`Slot` per (route, status); :meth:`flush` adds what is new
+    to the metrics. Slots are written on the event loop only; a flush reads them under the GIL and adds
+    the differences, so a count is never lost or written twice."""
 
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, str], int] = {}
-        self.latency: dict[tuple[str, str], list[float]] = {}  # bucket counts (+Inf last), then the sum
-        self.sent: dict[tuple[str, str], int] = {}
-        self.frames: dict[str, int] = {}
-        self._bounds = [*LATENCY_BUCKETS, float("inf")]
-        self._done: dict[Any, Any] = {}
+        self.slots: dict[tuple[int, int], Slot] = {}  # (id(route), status) -> its slot
         self._lock = threading.Lock()
 
-    def record(self, operation: str, front: str, status: str, seconds: float, sent: int, frames: int) -> None:
-        key = (operation, front, status)
-        self.requests[key] = self.requests.get(key, 0) + 1
-        pair = (operation, front)
-        counts = self.latency.get(pair)
-        if counts is None:
-            counts = self.latency[pair] = [0] * (len(self._bounds) + 1)
-        counts[bisect_left(self._bounds, seconds)] += 1
-        counts[-1] += seconds
-        if sent:
-            self.sent[pair] = self.sent.get(pair, 0) + sent
-        if frames:
-            self.frames[operation] = self.frames.get(operation, 0) + frames
+    def slot(self, route: Any, status: int) -> Slot:
+        """The slot of ``route`` (a Route, or None when no route matched) and ``status``."""
+        found = self.slots.get((id(route), status))
+        if found is None:
+            if route is None:
+                operation, front = "unmatched", "none"
+            else:
+                operation, front = route.name or (route.action or "").rpartition(":")[2], route.front
+            found = self.slots[(id(route), status)] = Slot(operation, front, str(status))
+        return found
 
     def flush(self) -> None:
         """Add to the metrics what was counted since the last flush."""
         with self._lock:
-            self._flush_counter(REQUESTS, "r", self.requests.copy())
-            self._flush_counter(SENT, "s", self.sent.copy())
-            self._flush_counter(FRAMES, "f", {(k,): v for k, v in self.frames.copy().items()})
-            for pair, counts in self.latency.copy().items():
-                now = list(counts)
-                before = self._done.get(("l", pair)) or [0] * len(now)
-                child = LATENCY.labels(*pair)
-                for i, bucket in enumerate(child._buckets):  # adds n observations to one bucket at once
-                    if now[i] != before[i]:
-                        bucket.inc(now[i] - before[i])
-                if now[-1] != before[-1]:
-                    child._sum.inc(now[-1] - before[-1])
-                self._done[("l", pair)] = now
-
-    def _flush_counter(self, counter: Counter, tag: str, values: dict[Any, int]) -> None:
-        for key, value in values.items():
-            before = self._done.get((tag, key), 0)
-            if value != before:
-                counter.labels(*key).inc(value - before)
-                self._done[(tag, key)] = value
+            for slot in list(self.slots.values()):
+                now = (slot.count, list(slot.buckets), slot.sum, slot.sent, slot.frames)
+                count, buckets, total, sent, frames = slot.done
+                if now[0] != count:
+                    REQUESTS.labels(*slot.labels).inc(now[0] - count)
+                    child = LATENCY.labels(*slot.labels[:2])
+                    for i, bucket in enumerate(child._buckets):  # n observations into one bucket at once
+                        if now[1][i] != buckets[i]:
+                            bucket.inc(now[1][i] - buckets[i])
+                    child._sum.inc(now[2] - total)
+                if now[3] != sent:
+                    SENT.labels(*slot.labels[:2]).inc(now[3] - sent)
+                if now[4] != frames:
+                    FRAMES.labels(slot.labels[0]).inc(now[4] - frames)
+                slot.done = now
 
 
 _stats: RequestStats | None = None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 import urllib.request
+from bisect import bisect_left
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +193,58 @@ def _version() -> str:
     from openhi import __version__
 
     return __version__
+
+
+def test_batched_request_counts_equal_prometheus_observations() -> None:
+    """The per-process batching gives the histogram prometheus_client's own ``observe`` gives."""
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from openhi import metrics
+
+    stats = metrics.RequestStats()
+    reference = Histogram("reference", "", buckets=metrics.LATENCY_BUCKETS, registry=CollectorRegistry())
+    route = metrics.metrics_route(False)
+    seconds = [0.0, 0.0005, 0.0007, 0.001, 0.3, 2.5, 31.0, 0.02]
+    for n, value in enumerate(seconds):
+        slot = stats.slot(route, 200)
+        slot.count += 1
+        slot.buckets[bisect_left(metrics.BOUNDS, value)] += 1
+        slot.sum += value
+        reference.observe(value)
+        if n in (2, 5):
+            stats.flush()  # flushing in between adds differences only
+    stats.flush()
+    stats.flush()
+    ours = {s.labels.get("le"): s.value for s in _samples(metrics.LATENCY, "metrics")}
+    theirs = {s.labels.get("le"): s.value for s in _samples(reference, None)}
+    assert ours == theirs
+    counted = [s.value for s in _samples(metrics.REQUESTS, "metrics") if s.labels["status"] == "200"]
+    assert counted == [len(seconds)]
+
+
+def _samples(metric: Any, operation: str | None) -> list[Any]:
+    return [
+        s
+        for family in metric.collect()
+        for s in family.samples
+        if operation is None or s.labels.get("operation") == operation
+        if not s.name.endswith("_created")
+    ]
+
+
+def test_store_errors_are_told_apart_by_where_they_were_raised(tmp_path: Path) -> None:
+    from openhi.metrics import store_of
+    from openhi.storage.blobs_fs import FsBlobStore
+    from openhi.storage.registry import open_index
+
+    with pytest.raises(Exception) as blob_error:
+        FsBlobStore(tmp_path / "blobs").get("frames/none")
+    assert store_of(blob_error.value) == "blobs"
+    index = open_index(f"sqlite:///{tmp_path / 'index.sqlite3'}")
+    with sqlite3.connect(tmp_path / "index.sqlite3") as other:  # a table gone under the adapter's feet
+        other.execute("ALTER TABLE datastores RENAME TO gone")
+    with pytest.raises(Exception) as index_error:
+        index.get_datastore("x" * 32)
+    index.close()
+    assert store_of(index_error.value) == "index"
+    assert store_of(ValueError("elsewhere")) is None
