@@ -79,8 +79,8 @@ class FindRequest:
 def qr_level(identifier: Dataset, model: str) -> str:
     """The identifier's Query/Retrieve Level. Raises IdentifierError (missing, unknown, or PATIENT in the
     Study Root model)."""
-    element = identifier.get(QUERY_RETRIEVE_LEVEL)
-    value = str(element.value or "").strip(" ") if isinstance(element, DataElement) else ""
+    tag = QUERY_RETRIEVE_LEVEL
+    value = element_text(_element(identifier, tag)).strip(" ") if tag in identifier else ""
     if value not in QR_LEVELS:
         raise IdentifierError(f"Query/Retrieve Level {value[:20]!r} is not PATIENT, STUDY, SERIES or IMAGE.")
     if value == "PATIENT" and model != PATIENT_ROOT:
@@ -90,8 +90,14 @@ def qr_level(identifier: Dataset, model: str) -> str:
 
 def element_text(element: DataElement) -> str:
     """The element's value as a QIDO-RS query value: several values joined with backslashes, a person
-    name with its ``=`` groups, trailing padding removed ("" for an empty element)."""
-    value: Any = element.value
+    name with its ``=`` groups, trailing padding removed ("" for an empty element).
+
+    Raises IdentifierError when the value does not decode with its VR (an IS that is not a number).
+    """
+    try:
+        value: Any = element.value
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise IdentifierError(f"{element.keyword or element.tag}: {exc}") from None
     if value is None:
         return ""
     if isinstance(value, MultiValue | list | tuple):
@@ -103,6 +109,14 @@ def _text(value: Any) -> str:
     if isinstance(value, bytes):
         value = value.decode("latin-1")
     return str(value if value is not None else "").rstrip(" \x00")
+
+
+def _element(identifier: Dataset, tag: Any) -> DataElement:
+    """The identifier's element ``tag``, decoded. Raises IdentifierError when it cannot be."""
+    try:
+        return identifier[tag]
+    except (ValueError, TypeError, OverflowError, KeyError) as exc:
+        raise IdentifierError(f"The identifier's element {tag} cannot be decoded: {exc}") from None
 
 
 def _index_attribute(tag: int, index_level: Level, patient: bool) -> Attribute | None:
@@ -132,7 +146,8 @@ def parse_find(identifier: Dataset, model: str, datastore_id: str, page: int = 1
     patient = level == "PATIENT"
     request = FindRequest(model, level, DicomQuery(index_level, datastore_id, limit=page))
     matches: dict[str, Match] = {}
-    for element in identifier:
+    for raw in list(identifier.keys()):
+        element = _element(identifier, raw)
         tag = int(element.tag)
         if element.tag.group in (0x0000, 0x0002) or tag == SPECIFIC_CHARACTER_SET:
             continue
@@ -164,8 +179,8 @@ def parse_find(identifier: Dataset, model: str, datastore_id: str, page: int = 1
 
 def _unique_values(identifier: Dataset, attr: Attribute, required: bool) -> tuple[str, ...]:
     """The UIDs (or the Patient ID) of a retrieve identifier's unique key. Raises IdentifierError."""
-    element = identifier.get(int(attr.tag, 16))
-    text = element_text(element) if isinstance(element, DataElement) else ""
+    tag = int(attr.tag, 16)
+    text = element_text(_element(identifier, tag)) if tag in identifier else ""
     if not text:
         if required:
             raise IdentifierError(f"A retrieve at this level needs {attr.keyword}.")
