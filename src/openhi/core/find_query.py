@@ -114,7 +114,8 @@ def _text(value: Any) -> str:
 def _element(identifier: Dataset, tag: Any) -> DataElement:
     """The identifier's element ``tag``, decoded. Raises IdentifierError when it cannot be."""
     try:
-        return identifier[tag]
+        element: DataElement = identifier[tag]
+        return element
     except (ValueError, TypeError, OverflowError, KeyError) as exc:
         raise IdentifierError(f"The identifier's element {tag} cannot be decoded: {exc}") from None
 
