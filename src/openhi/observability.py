@@ -11,6 +11,7 @@ import atexit
 import logging
 import os
 import shutil
+import signal
 import tempfile
 from bisect import bisect_left
 from typing import Any
@@ -30,8 +31,28 @@ def prepare_serve(log_format: str, log_level: str) -> dict[str, Any]:
         folder = tempfile.mkdtemp(prefix="openhi-metrics-")
         os.environ[MULTIPROC_ENV] = folder
         atexit.register(_remove_folder, folder)
+        _remove_on_sigterm(folder)
     os.environ.setdefault(telemetry.SINK_ENV, "openhi.metrics:core_sink")
     return {"log_config": configure(log_format, log_level)}
+
+
+def _remove_on_sigterm(folder: str) -> None:
+    """uvicorn ends a single-process server by raising SIGTERM again once it has drained (no atexit then):
+    the folder goes first, then the signal does what it did before."""
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def terminated(signum: int, frame: Any) -> None:
+        _remove_folder(folder)
+        if callable(previous):
+            previous(signum, frame)
+            return
+        signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+        signal.raise_signal(signum)
+
+    try:
+        signal.signal(signal.SIGTERM, terminated)
+    except ValueError:  # not the main thread: atexit only
+        pass
 
 
 def _remove_folder(folder: str) -> None:
