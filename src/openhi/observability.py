@@ -8,6 +8,7 @@ and the app calls ``observer.observe(scope, status, seconds, request_id)`` after
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import shutil
@@ -49,10 +50,8 @@ def _remove_on_sigterm(folder: str) -> None:
         signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
         signal.raise_signal(signum)
 
-    try:
+    with contextlib.suppress(ValueError):  # not the main thread: atexit only
         signal.signal(signal.SIGTERM, terminated)
-    except ValueError:  # not the main thread: atexit only
-        pass
 
 
 def _remove_folder(folder: str) -> None:
