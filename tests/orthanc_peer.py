@@ -1,7 +1,8 @@
 """Orthanc (+ DICOMweb plugin) as a side-by-side peer for tests: a session fixture and its store/client helpers.
 
 The starter is bench/peers_systems.py's ``Orthanc`` (loopback only through an LD_PRELOAD bind shim, own
-config, storage and index in a temp dir, no DICOM port, no GDCM plugin). Use it in a test module with
+config, storage and index in a temp dir, no DICOM port, no GDCM plugin); ``orthanc_dicom`` is another one
+with its DICOM port on (loopback), for the DIMSE comparisons. Use it in a test module with
 ``from orthanc_peer import orthanc  # noqa: F401`` (the fixture) and the helpers below.
 
 Outside CI a missing Orthanc (or C compiler for the shim) skips the tests that need it; with ``CI=true`` it
@@ -52,6 +53,51 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         server.stop()
         if os.environ.get("CI") == "true":
             pytest.fail(f"Orthanc (+ orthanc-dicomweb) is required in CI but could not start: {exc}")
+        pytest.skip(f"Orthanc could not start (apt-get install orthanc orthanc-dicomweb gcc): {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+#: The AE title of :func:`orthanc_dicom`'s Orthanc
+ORTHANC_AET = "ORTHANC"
+
+
+@pytest.fixture(scope="session")
+def orthanc_dicom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A second Orthanc for the session like :func:`orthanc`, with its DICOM port on (loopback only, AE title
+    :data:`ORTHANC_AET`, any calling or called AE accepted): ``.dicom_port``. Skipped / failed as ``orthanc``."""
+    base = peers_systems().Orthanc
+
+    class DicomOrthanc(base):  # type: ignore[misc, valid-type]
+        def __init__(self, work: Path) -> None:
+            super().__init__(work)
+            self.dicom_port = peers_systems().free_port()
+
+        def config(self) -> dict[str, Any]:
+            config: dict[str, Any] = super().config()
+            config.update(
+                DicomServerEnabled=True,
+                DicomPort=self.dicom_port,
+                DicomAet=ORTHANC_AET,
+                DicomCheckCalledAet=False,
+                DicomAlwaysAllowEcho=True,
+                DicomAlwaysAllowFind=True,
+                DicomAlwaysAllowGet=True,
+                DicomAlwaysAllowMove=True,
+                DicomAlwaysAllowStore=True,
+                UnknownSopClassAccepted=True,
+            )
+            return config
+
+    server = DicomOrthanc(tmp_path_factory.mktemp("orthanc-dicom"))
+    try:
+        server.start(timeout=60)
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+        server.stop()
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Orthanc is required in CI but could not start with a DICOM port: {exc}")
         pytest.skip(f"Orthanc could not start (apt-get install orthanc orthanc-dicomweb gcc): {exc}")
     try:
         yield server

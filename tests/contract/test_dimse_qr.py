@@ -39,6 +39,7 @@ from contract.imaging import run_import
 from dicom_factory import CT_IMAGE_STORAGE, make_instance, uid
 from openhi.testing import RunningServer
 from openhi.testing.server import free_port
+from orthanc_peer import ORTHANC_AET, orthanc_dicom, store  # noqa: F401  (orthanc_dicom: the fixture)
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 ELE, IVLE = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"
@@ -186,23 +187,27 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corpus]:
 # ------------------------------------------------------------------------------------ SCU helpers
 
 
-def associate(corpus: Corpus, contexts: list[str], roles: list[Any] | None = None, ext: Any = None) -> Any:
+def associate(corpus: Corpus, contexts: list[str], port: int | None = None, called: str = CALLED) -> Any:
     ae = AE(ae_title="QRSCU")
     for context in contexts:
         ae.add_requested_context(context)
-    assoc = ae.associate("127.0.0.1", corpus.dicom_port, ae_title=CALLED, ext_neg=roles)
+    assoc = ae.associate("127.0.0.1", port or corpus.dicom_port, ae_title=called)
     assert assoc.is_established
     return assoc
 
 
 def c_find(
-    corpus: Corpus, keys: dict[str, Any], model: str = StudyRootQueryRetrieveInformationModelFind
+    corpus: Corpus,
+    keys: dict[str, Any],
+    model: str = StudyRootQueryRetrieveInformationModelFind,
+    port: int | None = None,
+    called: str = CALLED,
 ) -> tuple[list[Dataset], int]:
-    """The identifiers of a C-FIND and its final status."""
+    """The identifiers of a C-FIND (to openhi, or to ``port`` / ``called``) and its final status."""
     ident = Dataset()
     for keyword, value in keys.items():
         setattr(ident, keyword, value)
-    assoc = associate(corpus, [model])
+    assoc = associate(corpus, [model], port, called)
     try:
         found: list[Dataset] = []
         final = -1
@@ -261,6 +266,53 @@ def test_find_studies_like_qido(corpus: Corpus, query: dict[str, str]) -> None:
     assert uids(found, "StudyInstanceUID") == expected
     if not expected:
         assert query == {"PatientID": "NOBODY"}  # every other query finds something
+
+
+#: Orthanc matches PN case-insensitively (its CaseSensitivePN defaults to false; PS3.4 C.2.2.2.1 allows
+#: either); openhi's wildcard matching is case-sensitive, as QIDO-RS's: these are compared with openhi's
+#: QIDO-RS only (above)
+ORTHANC_CASE_INSENSITIVE = ({"PatientName": "Doe*"}, {"PatientName": "D?E^*"})
+
+
+@pytest.fixture(scope="module")
+def orthanc_peer(corpus: Corpus, orthanc_dicom: Any) -> Any:  # noqa: F811
+    """Orthanc's DICOM port with the same corpus (stored through its REST API)."""
+    store(orthanc_dicom, corpus.files.values())
+    return orthanc_dicom
+
+
+@pytest.mark.parametrize(
+    "query",
+    [q for q in STUDY_QUERIES if q not in ORTHANC_CASE_INSENSITIVE],
+    ids=lambda q: "&".join(f"{k}={v}" for k, v in q.items()),
+)
+def test_find_studies_like_orthanc(corpus: Corpus, orthanc_peer: Any, query: dict[str, str]) -> None:
+    keys = {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": "", **query}
+    ours, final = c_find(corpus, keys)
+    theirs, their_final = c_find(corpus, keys, port=orthanc_peer.dicom_port, called=ORTHANC_AET)
+    assert (final, their_final) == (0x0000, 0x0000)
+    assert uids(ours, "StudyInstanceUID") == uids(theirs, "StudyInstanceUID")
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        {"QueryRetrieveLevel": "SERIES", "Modality": "MR", "SeriesInstanceUID": ""},
+        {"QueryRetrieveLevel": "IMAGE", "SOPClassUID": MR_IMAGE_STORAGE, "SOPInstanceUID": ""},
+        {"QueryRetrieveLevel": "PATIENT", "PatientID": "", "PatientName": ""},
+    ],
+    ids=lambda k: str(k["QueryRetrieveLevel"]),
+)
+def test_find_other_levels_like_orthanc(corpus: Corpus, orthanc_peer: Any, keys: dict[str, str]) -> None:
+    model = PatientRootQueryRetrieveInformationModelFind
+    unique = {"SERIES": "SeriesInstanceUID", "IMAGE": "SOPInstanceUID", "PATIENT": "PatientID"}[
+        keys["QueryRetrieveLevel"]
+    ]
+    if keys["QueryRetrieveLevel"] != "PATIENT":
+        model = StudyRootQueryRetrieveInformationModelFind
+    ours, _ = c_find(corpus, keys, model)
+    theirs, _ = c_find(corpus, keys, model, port=orthanc_peer.dicom_port, called=ORTHANC_AET)
+    assert ours and uids(ours, unique) == uids(theirs, unique)
 
 
 def test_find_study_returns_exactly_the_requested_keys(corpus: Corpus) -> None:
