@@ -189,7 +189,8 @@ def make_ae(
     for uid in sop_classes:
         if uid not in seen:
             seen.add(uid)
-            ae.add_supported_context(uid, STORAGE_SYNTAXES)
+            # both roles accepted when the requestor selects roles: a C-GET SCU takes the SCP role
+            ae.add_supported_context(uid, STORAGE_SYNTAXES, scu_role=True, scp_role=True)
     for uid in query_classes:
         if uid not in seen:
             seen.add(uid)
