@@ -255,6 +255,8 @@ def serve(
     check_codecs()
     check_exposure(config, host)
     web_access_parts(web)  # a bad JWKS file or origin stops the start before the port is taken
+    # every process enforces its share of the rate limits (openhi.throttle): the limit / the process count
+    os.environ["OPENHI_PROCESSES"] = str(max(1, processes))
     if processes <= 1:
         sock = bind_port(host, port)  # before the data dir or anything else exists
         try:
@@ -294,6 +296,7 @@ def _prepare_processes(config: ServerConfig, host: str, web: WebAccess | None = 
         Authorizer(config.policies)
     except PolicyError as exc:
         raise StartupError(str(exc)) from None
+    request_guard(config.throttle, config.faults)  # a bad limits or rules file stops the start here
     check_backends(config)
     raw = _config_dict(config, host)
     if web is not None:

@@ -123,14 +123,16 @@ def test_the_rules_route_checks_rules_and_needs_a_signature(server: Any) -> None
     good = json.dumps(
         {"seed": 3, "rules": [{"operation": "Get*", "delay": 0.01, "probability": 0.5}]}
     ).encode()
-    response = httpx.put(url, content=good, headers=_signed("PUT", url, good))
-    assert response.status_code == 200 and response.json()["seed"] == 3
-    listed = httpx.get(url, headers=_signed("GET", url)).json()
-    assert listed["rules"] == [
-        {"operation": "Get*", "delay": 0.01, "probability": 0.5, "calls": 0, "fired": 0}
-    ]
-    cleared = httpx.delete(url, headers=_signed("DELETE", url)).json()
-    assert cleared["rules"] == []
+    # one keep-alive connection reaches one API process: rules are kept per process (docs/clients.md)
+    with httpx.Client() as http:
+        response = http.put(url, content=good, headers=_signed("PUT", url, good))
+        assert response.status_code == 200 and response.json()["seed"] == 3
+        listed = http.get(url, headers=_signed("GET", url)).json()
+        assert listed["rules"] == [
+            {"operation": "Get*", "delay": 0.01, "probability": 0.5, "calls": 0, "fired": 0}
+        ]
+        cleared = http.delete(url, headers=_signed("DELETE", url)).json()
+        assert cleared["rules"] == []
 
 
 @pytest.mark.embedded_only("starts a server of its own")

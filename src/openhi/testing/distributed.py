@@ -226,6 +226,16 @@ class DistributedDeployment:
         assert self.api is not None, "start() first"
         return self.api.port
 
+    def faults(self) -> Any:
+        """The fault-injection client of the API processes (see :meth:`RunningServer.faults`)."""
+        assert self.api is not None, "start() first"
+        return self.api.faults()
+
+    def inject(self, operation: str, **fault: Any) -> Any:
+        """Add a fault-injection rule on the API processes (see :meth:`RunningServer.inject`)."""
+        assert self.api is not None, "start() first"
+        return self.api.inject(operation, **fault)
+
     def client(self, service: str = "medical-imaging", **kwargs: Any) -> Any:
         assert self.api is not None, "start() first"
         return self.api.client(service, **kwargs)

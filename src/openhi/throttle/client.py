@@ -72,6 +72,18 @@ class FaultClient:
         self.put([*_definitions(current), rule], current.get("seed"))
         return Injection(self, rule)
 
+    def each_process(self) -> list[dict[str, Any]]:
+        """:meth:`rules` of every API process of this machine's server (one answer per process)."""
+        answers: dict[int, dict[str, Any]] = {}
+        attempts = 0
+        while True:
+            answer = self._call("GET")
+            answers.setdefault(int(answer.get("process", 0)), answer)
+            attempts += 1
+            wanted = int(answer.get("processes", 1))
+            if len(answers) >= wanted or attempts >= MAX_ATTEMPTS_PER_PROCESS * wanted:
+                return list(answers.values())
+
     def _everywhere(self, method: str, body: bytes) -> dict[str, Any]:
         """Send to fresh connections until every process of this machine's server has answered."""
         seen: set[int] = set()
@@ -127,11 +139,15 @@ class Injection:
         self.client.put(rules, current.get("seed"))
 
     def stats(self) -> dict[str, int]:
-        """``{"calls", "fired"}`` of this rule in the process that answers (0 when it is gone)."""
-        for rule in self.client.rules()["rules"]:
-            if _definition(rule) == self.rule:
-                return {"calls": int(rule["calls"]), "fired": int(rule["fired"])}
-        return {"calls": 0, "fired": 0}
+        """``{"calls", "fired"}`` of this rule, summed over the server's API processes (each counts its
+        own calls: ``every=N`` fires on every Nth call a process sees); 0 when it is gone."""
+        total = {"calls": 0, "fired": 0}
+        for answer in self.client.each_process():
+            for rule in answer["rules"]:
+                if _definition(rule) == self.rule:
+                    total["calls"] += int(rule["calls"])
+                    total["fired"] += int(rule["fired"])
+        return total
 
     def __enter__(self) -> Injection:
         return self
