@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from botocore.credentials import Credentials
 from contract.helpers import active_datastore, wait_for
 from contract.imaging import run_import, wait_active
 from dicom_factory import make_ct_series
-from openhi.testing.plugin import _start
+from openhi.testing.server import free_port
 
 SECRET = "s3cr3t-for-tests"
 READ_ONLY = "COPYING_WITH_READ_ONLY_ACCESS"
@@ -54,7 +55,7 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", HOOK_PORT), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -77,25 +78,27 @@ class Receiver:
         self.server.server_close()
 
 
-def _webhooks_file(tmp_path: Path, url: str) -> Path:
-    path = tmp_path / "webhooks.json"
+def _webhooks_file(url: str) -> Path:
+    path = Path(tempfile.mkdtemp(prefix="openhi-hooks-")) / "webhooks.json"
     hook = {"url": url, "secret": SECRET, "retry_base_seconds": 0.2, "timeout_seconds": 1}
     path.write_text(json.dumps([hook]))
     return path
 
 
+# the deployments' processes read the webhooks file at start (openhi_env): the receiver's port is fixed now
+HOOK_PORT = free_port()
+HOOKS = pytest.mark.openhi_env(OPENHI_WEBHOOKS=str(_webhooks_file(f"http://127.0.0.1:{HOOK_PORT}/hook")))
+
+
 @pytest.fixture()
-def hooked(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Any, Receiver]]:
-    """A deployment of its own whose webhook is a receiver that fails the first two deliveries."""
+def receiver(request: pytest.FixtureRequest) -> Iterator[Receiver]:
+    """The webhook receiver of :data:`HOOKS`: it fails the first two deliveries (the kill test makes it
+    fail every delivery until the crash)."""
     receiver = Receiver(fail_first=2)
-    env = {"OPENHI_WEBHOOKS": str(_webhooks_file(tmp_path, receiver.url))}
-    (tmp_path / "deployment").mkdir()
-    server = _start(request.config, tmp_path / "deployment", env=env)
+    receiver.failing = "kill" in request.node.name
     try:
-        yield server, receiver
+        yield receiver
     finally:
-        server.kill()
-        server.close()
         receiver.close()
 
 
@@ -135,8 +138,9 @@ def check_signature(request: dict[str, Any]) -> None:
     assert headers["content-type"] == "application/json"
 
 
-def test_scripted_session_feed_and_signed_webhook(hooked: tuple[Any, Receiver]) -> None:
-    server, receiver = hooked
+@HOOKS
+def test_scripted_session_feed_and_signed_webhook(openhi_fresh: Any, receiver: Receiver) -> None:
+    server = openhi_fresh
     client = server.client()
     ds = active_datastore(client, name="events-test")
     imported = run_import(
@@ -252,32 +256,22 @@ def test_scripted_session_feed_and_signed_webhook(hooked: tuple[Any, Receiver]) 
         check_signature(r)
 
 
-def test_a_webhook_gets_the_event_after_a_kill_and_a_restart(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> None:
-    receiver = Receiver()
-    receiver.failing = True  # the change commits, its delivery keeps failing until the crash
-    env = {"OPENHI_WEBHOOKS": str(_webhooks_file(tmp_path, receiver.url))}
-    (tmp_path / "deployment").mkdir()
-    server = _start(request.config, tmp_path / "deployment", env=env)
-    try:
-        ds = server.client().create_datastore(datastoreName="crash")["datastoreId"]
-        wait_for(lambda: len(receiver.requests), lambda n: n >= 1, timeout=30)
-        server.kill()  # kill -9: the event is committed, never acknowledged
-        assert receiver.delivered() == []
-        receiver.failing = False
-        server.restart()
-        delivered = wait_for(receiver.delivered, lambda d: len(d) >= 2, timeout=90, step=0.2)
-        assert [(d["seq"], d["detail-type"], d["detail"]["datastoreId"]) for d in delivered[:2]] == [
-            (1, "Data Store Creating", ds),
-            (2, "Data Store Created", ds),
-        ]
-        for r in receiver.requests:
-            check_signature(r)
-    finally:
-        server.kill()
-        server.close()
-        receiver.close()
+@HOOKS
+def test_a_webhook_gets_the_event_after_a_kill_and_a_restart(openhi_fresh: Any, receiver: Receiver) -> None:
+    server = openhi_fresh
+    ds = server.client().create_datastore(datastoreName="crash")["datastoreId"]
+    wait_for(lambda: len(receiver.requests), lambda n: n >= 1, timeout=30)
+    server.kill()  # kill -9: the event is committed, its delivery never acknowledged
+    assert receiver.delivered() == []
+    receiver.failing = False
+    server.restart()
+    delivered = wait_for(receiver.delivered, lambda d: len(d) >= 2, timeout=90, step=0.2)
+    assert [(d["seq"], d["detail-type"], d["detail"]["datastoreId"]) for d in delivered[:2]] == [
+        (1, "Data Store Creating", ds),
+        (2, "Data Store Created", ds),
+    ]
+    for r in receiver.requests:
+        check_signature(r)
 
 
 def test_the_feed_needs_a_signature_and_checks_its_parameters(openhi_server: Any) -> None:

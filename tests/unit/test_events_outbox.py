@@ -217,8 +217,10 @@ def test_feed_paging(index: MetadataIndex) -> None:
 
 def test_webhook_cursor_lease_and_backoff_state(index: MetadataIndex) -> None:
     index.insert_datastore(Datastore(DS, "x", "CREATING", "HTJ2K", 100.0, 100.0))
-    cursor = index.claim_webhook("hook", "p1", 1000.0, 1030.0)
-    assert cursor is not None and cursor.delivered_seq == 1  # a new webhook starts at the feed's end
+    cursor = index.claim_webhook("hook", "p1", 1000.0, 1030.0, from_end=True)
+    assert cursor is not None and cursor.delivered_seq == 1  # this new webhook starts at the feed's end
+    whole = index.claim_webhook("all", "p1", 1000.0, 1030.0)
+    assert whole is not None and whole.delivered_seq == 0  # this one gets the whole feed
     assert index.claim_webhook("hook", "p2", 1010.0, 1040.0) is None  # one delivering process at a time
     assert index.claim_webhook("hook", "p1", 1010.0, 1040.0) is not None  # renewed by its owner
     index.set_datastore_status(DS, "ACTIVE", 1011.0)
@@ -236,7 +238,7 @@ def test_webhook_cursor_lease_and_backoff_state(index: MetadataIndex) -> None:
     assert index.advance_webhook("hook", "p2", 2)
     index.release_webhook("hook", "p2")
     assert index.claim_webhook("hook", "p3", 1042.0, 1070.0) is not None  # released: taken at once
-    [state] = index.webhook_cursors()
+    state = index.webhook_cursors()[1]
     assert (state.name, state.delivered_seq, state.attempts, state.lease_owner) == ("hook", 2, 0, "p3")
 
 

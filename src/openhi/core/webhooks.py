@@ -31,7 +31,16 @@ log = logging.getLogger("openhi.webhooks")
 SIGNATURE_HEADER = "X-OpenHI-Signature"
 TIMESTAMP_HEADER = "X-OpenHI-Timestamp"
 _BATCH = 100
-_FIELDS = {"url", "name", "types", "secret", "timeout_seconds", "retry_base_seconds", "retry_max_seconds"}
+_FIELDS = {
+    "url",
+    "name",
+    "types",
+    "secret",
+    "from",
+    "timeout_seconds",
+    "retry_base_seconds",
+    "retry_max_seconds",
+}
 
 
 class WebhookConfigError(ValueError):
@@ -41,7 +50,8 @@ class WebhookConfigError(ValueError):
 @dataclass(frozen=True)
 class Webhook:
     """One configured receiver. ``name`` keys its cursor (default: the URL); ``types`` are globs over
-    detail-types (empty: every event); without ``secret`` the POSTs are not signed."""
+    detail-types (empty: every event); without ``secret`` the POSTs are not signed; a new webhook gets the
+    feed from its first event, or with ``from_end`` only what follows its registration."""
 
     url: str
     name: str
@@ -50,6 +60,7 @@ class Webhook:
     timeout_seconds: float = 10.0
     retry_base_seconds: float = 1.0
     retry_max_seconds: float = 300.0
+    from_end: bool = False
 
     @property
     def lease_seconds(self) -> float:
@@ -102,7 +113,10 @@ def parse_webhooks(doc: Any, source: str = "webhooks") -> list[Webhook]:
         name = item.get("name", url)
         if not isinstance(name, str) or not name:
             raise WebhookConfigError(f"{where}: name must be a non-empty string")
-        hooks.append(Webhook(url, name, tuple(types), secret, **numbers))
+        start = item.get("from", "start")
+        if start not in ("start", "end"):
+            raise WebhookConfigError(f'{where}: from must be "start" (the whole feed) or "end"')
+        hooks.append(Webhook(url, name, tuple(types), secret, from_end=start == "end", **numbers))
     names = [h.name for h in hooks]
     duplicate = next((x for x in names if names.count(x) > 1), None)
     if duplicate is not None:
@@ -192,7 +206,7 @@ class WebhookDeliverer:
         """One round for ``hook``: deliver what follows its cursor until a failure, the end of the feed or
         a lost lease. True when it delivered (or skipped) something."""
         index, now = self.env.index, self.env.clock()
-        cursor = index.claim_webhook(hook.name, self.owner, now, now + hook.lease_seconds)
+        cursor = index.claim_webhook(hook.name, self.owner, now, now + hook.lease_seconds, hook.from_end)
         if cursor is None or cursor.next_attempt_at > now:
             return False
         events = index.list_events(cursor.delivered_seq, _BATCH)
@@ -205,7 +219,8 @@ class WebhookDeliverer:
                 continue
             if self.env.clock() - claimed > hook.lease_seconds / 2:  # renew before a long batch outlives it
                 claimed = self.env.clock()
-                if index.claim_webhook(hook.name, self.owner, claimed, claimed + hook.lease_seconds) is None:
+                until = claimed + hook.lease_seconds
+                if index.claim_webhook(hook.name, self.owner, claimed, until, hook.from_end) is None:
                     return moved
             error = post(hook, *self._request(hook, event, cursor.attempts + 1))
             if error is not None:

@@ -300,10 +300,12 @@ class MetadataIndex(Protocol):
         """The highest ``seq`` numbered so far (0: none)."""
         ...
 
-    def claim_webhook(self, name: str, owner: str, now: float, until: float) -> WebhookCursor | None:
-        """Register webhook ``name`` (its cursor starts at the feed's current end) unless it is known, and
-        take or renew its delivery lease for ``owner`` until ``until``; its cursor, or None while another
-        live owner holds the lease."""
+    def claim_webhook(
+        self, name: str, owner: str, now: float, until: float, from_end: bool = False
+    ) -> WebhookCursor | None:
+        """Register webhook ``name`` unless it is known (its cursor starts before the feed's first event, or
+        with ``from_end`` at its current end), and take or renew its delivery lease for ``owner`` until
+        ``until``; its cursor, or None while another live owner holds the lease."""
         ...
 
     def advance_webhook(self, name: str, owner: str, seq: int) -> bool:

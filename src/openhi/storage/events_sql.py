@@ -235,10 +235,10 @@ def get_cursor(ex: Executor, d: Dialect, name: str) -> WebhookCursor | None:
     return None if row is None else _cursor(row)
 
 
-def register(ex: Executor, d: Dialect, name: str, conflict: str) -> None:
-    """Add the webhook's cursor at the feed's current end unless it has one (``conflict``: the dialect's
-    do-nothing clause)."""
-    ex.execute(sql(_REGISTER + conflict, d.paramstyle), (name, last_seq(ex, d)))
+def register(ex: Executor, d: Dialect, name: str, conflict: str, from_end: bool) -> None:
+    """Add the webhook's cursor unless it has one (``conflict``: the dialect's do-nothing clause): before
+    the first event, or at the feed's current end."""
+    ex.execute(sql(_REGISTER + conflict, d.paramstyle), (name, last_seq(ex, d) if from_end else 0))
 
 
 def take_lease(ex: Executor, d: Dialect, name: str, owner: str, now: float, until: float) -> bool:

@@ -132,10 +132,12 @@ class ControlTables:
         with self.db.tx() as cur:
             return ev.last_seq(cur, ev.POSTGRES)
 
-    def claim_webhook(self, name: str, owner: str, now: float, until: float) -> WebhookCursor | None:
+    def claim_webhook(
+        self, name: str, owner: str, now: float, until: float, from_end: bool = False
+    ) -> WebhookCursor | None:
         self._sequence()  # a new cursor starts after every event committed before it
         with self.db.tx() as cur:
-            ev.register(cur, ev.POSTGRES, name, " ON CONFLICT (name) DO NOTHING")
+            ev.register(cur, ev.POSTGRES, name, " ON CONFLICT (name) DO NOTHING", from_end)
             if not ev.take_lease(cur, ev.POSTGRES, name, owner, now, until):
                 return None
             return ev.get_cursor(cur, ev.POSTGRES, name)

@@ -107,9 +107,11 @@ class ControlTables:
     def last_event_seq(self) -> int:
         return ev.last_seq(self.db.conn, ev.SQLITE)
 
-    def claim_webhook(self, name: str, owner: str, now: float, until: float) -> WebhookCursor | None:
+    def claim_webhook(
+        self, name: str, owner: str, now: float, until: float, from_end: bool = False
+    ) -> WebhookCursor | None:
         with self.db.write() as conn:
-            ev.register(conn, ev.SQLITE, name, " ON CONFLICT (name) DO NOTHING")
+            ev.register(conn, ev.SQLITE, name, " ON CONFLICT (name) DO NOTHING", from_end)
             if not ev.take_lease(conn, ev.SQLITE, name, owner, now, until):
                 return None
             return ev.get_cursor(conn, ev.SQLITE, name)
