@@ -4,6 +4,9 @@ import gives the same documents and pixels), zip and s3:// outputs, resuming, ex
 from __future__ import annotations
 
 import io
+import json
+import urllib.error
+import urllib.request
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -270,8 +273,6 @@ def test_version_exports_the_older_attributes(
     result = run_import(client, openhi_server, ds_id, files)
     image_set = result["success"][0]["importResponse"]["imageSetId"]
     old = pydicom.dcmread(io.BytesIO(files["v-0.dcm"])).get("StudyDescription")
-    import json
-
     client.update_image_set_metadata(
         datastoreId=ds_id,
         imageSetId=image_set,
@@ -296,6 +297,27 @@ def test_version_exports_the_older_attributes(
         assert {pydicom.dcmread(p).get("StudyDescription") for p in files_out} == {want}, version
     rc, _, err = export(openhi_server, capsys, *base, "--version", "9", "--out", str(tmp_path / "v9"))
     assert rc == 2 and "ResourceNotFoundException" in err
+    # the WADO-RS parameter itself
+    source = pydicom.dcmread(io.BytesIO(files["v-0.dcm"]))
+    url = (
+        f"{openhi_server.endpoint}/datastore/{ds_id}/studies/{source.StudyInstanceUID}/series/"
+        f"{source.SeriesInstanceUID}/instances/{source.SOPInstanceUID}"
+    )
+    for query, status in (
+        (f"imageSetId={image_set}&version=1", 200),
+        ("version=1", 400),
+        (f"imageSetId={image_set}&version=0", 400),
+        (f"imageSetId={image_set}&version=x", 400),
+        (f"imageSetId={image_set}&version=9", 404),
+    ):
+        try:
+            with urllib.request.urlopen(f"{url}?{query}", timeout=30) as resp:
+                got, body = resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            got, body = exc.code, b""
+        assert got == status, (query, got)
+        if status == 200:
+            assert pydicom.dcmread(io.BytesIO(body)).get("StudyDescription") == old
 
 
 def test_exit_statuses(
