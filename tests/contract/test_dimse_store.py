@@ -25,6 +25,8 @@ from dicom_factory import make_ct_series
 from openhi.testing.plugin import deployment
 from openhi.testing.server import RunningServer, free_port
 
+pytestmark = pytest.mark.deployment_aware  # the dimse fixture starts the selected deployment
+
 CT = "1.2.840.10008.5.1.4.1.1.2"
 ELE = "1.2.840.10008.1.2.1"
 ALLOWED = ["STORESCU", "ECHOSCU", "OHTEST", "OHPARALLEL"]

@@ -55,6 +55,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "embedded_only(reason): the test needs the embedded deployment (skipped when distributed)"
     )
+    config.addinivalue_line(
+        "markers",
+        "deployment_aware: the test's own fixtures start the selected deployment (kept in distributed runs)",
+    )
     if validating(config):
         model_check.set_default(True)
 
@@ -77,14 +81,18 @@ def deployment(config: pytest.Config) -> str:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Distributed runs: only tests that go through the deployment fixtures (the others start embedded
-    servers of their own and already ran in the embedded run); embedded_only tests are skipped."""
+    servers of their own and already ran in the embedded run), and tests marked deployment_aware (their
+    own fixtures start the selected deployment); embedded_only tests are skipped."""
     if deployment(config) != "distributed":
         return
     kept: list[pytest.Item] = []
     dropped: list[pytest.Item] = []
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
-        (kept if names & {"openhi_server", "openhi_fresh", "medical_imaging"} else dropped).append(item)
+        own = item.get_closest_marker("deployment_aware") is not None  # starts the selected deployment itself
+        (kept if own or names & {"openhi_server", "openhi_fresh", "medical_imaging"} else dropped).append(
+            item
+        )
         marker = item.get_closest_marker("embedded_only")
         if marker is not None:
             reason = marker.args[0] if marker.args else marker.kwargs.get("reason", "embedded only")
