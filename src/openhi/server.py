@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from openhi.auth.policy import PolicyError
 from openhi.auth.principals import Authorizer, read_policy_file
 from openhi.awsapi.sigv4 import SigV4Verifier
 from openhi.core.settings import Settings
-from openhi.dimse.listener import start_listener
+from openhi.dimse.listener import DicomPortInUse, start_listener
 from openhi.dimse.settings import DimseSettings
 from openhi.listeners import ReusePortSocket, reuse_port_supported
 from openhi.observability import request_observer
@@ -212,7 +213,11 @@ def build_app(config: ServerConfig, host: str, web: WebAccess | None = None) -> 
     observer = request_observer(config.log_format, config.metrics_public)
     services = build_services(config)
     if config.dimse.port is not None:
-        listener = start_listener(config.dimse, services, host)
+        try:
+            listener = start_listener(config.dimse, services, host)
+        except (DicomPortInUse, ValueError, OSError, ssl.SSLError) as exc:  # taken port, unusable TLS files
+            services.close()
+            raise StartupError(f"DICOM port: {exc}") from None
         if listener is not None:
             services.on_close.append(listener.close)
     return OpenHIApp(

@@ -54,6 +54,19 @@ def test_a_busy_port_stops_the_start_before_anything_is_created(
     assert not data.exists()
 
 
+def test_a_busy_dicom_port_stops_a_single_process_start_with_one_line(busy_port: int, tmp_path: Path) -> None:
+    from openhi.testing import free_port
+
+    command = [sys.executable, "-m", "openhi", "serve", "--port", str(free_port()), "--data-dir"]
+    command += [str(tmp_path / "data"), "--dicom-port", str(busy_port)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("openhi:")]
+    assert errors == [
+        f"openhi: DICOM port: cannot listen for DICOM on 127.0.0.1:{busy_port}: [Errno 98] Address already in use"
+    ]
+
+
 def test_readyz_reports_a_decoder_for_every_transcoded_syntax(openhi_server: Any) -> None:
     resp = httpx.get(f"{openhi_server.endpoint}/readyz")
     assert resp.status_code == 200
