@@ -152,10 +152,10 @@ class StowService:
             ConflictError: the datastore is not ACTIVE.
         """
         ds = self.datastores.require_active(datastore_id)
-        return _StowBatch(self.env, ds, study_uid).run(parts)
+        return StowBatch(self.env, ds, study_uid).run(parts)
 
 
-class _StowBatch(InstanceGrouper):
+class StowBatch(InstanceGrouper):
     def __init__(self, env: Env, ds: Datastore, study_uid: str | None) -> None:
         super().__init__(env, ds.id, f"STOW-RS into {ds.id}")
         self.storage_format = ds.lossless_storage_format

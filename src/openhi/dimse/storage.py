@@ -36,7 +36,7 @@ from pydicom import Dataset, dcmread
 
 from openhi.core.errors import ConflictError, NotFoundError
 from openhi.core.import_files import FileJob, process_files
-from openhi.core.stow import FailedInstance, PartFiles, StowPart, StowResult, _StowBatch
+from openhi.core.stow import FailedInstance, PartFiles, StowPart, StowResult, StowBatch
 from openhi.dimse.statuses import (
     CANNOT_UNDERSTAND,
     DATA_SET_MISMATCH,
@@ -102,7 +102,7 @@ class SpoolDir:
             shutil.rmtree(self.path, ignore_errors=True)
 
 
-class _Batch(_StowBatch):
+class _Batch(StowBatch):
     """A store batch filled one instance at a time (each processed as it arrives), committed at once."""
 
     def __init__(self, env: Any, ds: Any) -> None:
