@@ -36,7 +36,7 @@ from pydicom import Dataset, dcmread
 
 from openhi.core.errors import ConflictError, NotFoundError
 from openhi.core.import_files import FileJob, process_files
-from openhi.core.stow import FailedInstance, PartFiles, StowPart, StowResult, StowBatch
+from openhi.core.stow import FailedInstance, PartFiles, StowBatch, StowPart, StowResult
 from openhi.dimse.statuses import (
     CANNOT_UNDERSTAND,
     DATA_SET_MISMATCH,
