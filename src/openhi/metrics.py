@@ -26,8 +26,10 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from openhi import __version__
 from openhi.auth.routes import Request, Route
 from openhi.awsapi.serializer import WireResponse
+from openhi.metrics_sources import SOURCES, register_gauge_source
 
 T = TypeVar("T")
+__all__ = ["metrics_route", "register_gauge_source", "scrape"]
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 METRICS_PATH = "/metrics"
 #: the Prometheus text format every Prometheus version reads
@@ -253,21 +255,7 @@ def count_store_errors(logger: logging.Logger) -> None:
 
 # ----------------------------------------------------------------------------- the scrape
 
-GaugeSource = Callable[[Any], float]
-_sources: dict[str, tuple[str, GaugeSource]] = {}
 _cache: dict[str, tuple[float, Any]] = {}
-
-
-def register_gauge_source(name: str, fn: GaugeSource, help: str = "") -> None:
-    """A gauge computed when ``/metrics`` is scraped: ``fn(services)`` (the app's services) returns its
-    value; asked at most every :data:`CACHE_SECONDS` per process. An exception leaves it out of that scrape.
-
-    Raises:
-        ValueError: ``name`` is not a valid metric name.
-    """
-    if not name or not all(c.isalnum() or c in "_:" for c in name) or name[0].isdigit():
-        raise ValueError(f"{name!r} is not a metric name")
-    _sources[name] = (help or name, fn)
 
 
 def _queued_jobs(services: Any) -> dict[str, float]:
@@ -309,7 +297,7 @@ class ServerCollector:
             for status in QUEUED_STATUSES:
                 queue.add_metric([status], counts[status])
             yield queue
-        for name, (help_text, fn) in list(_sources.items()):
+        for name, (help_text, fn) in list(SOURCES.items()):
             try:
                 value = float(_cached(name, partial(fn, self.services)))
             except Exception:

@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import tempfile
 from bisect import bisect_left
 from typing import Any
@@ -33,6 +34,9 @@ def prepare_serve(log_format: str, log_level: str) -> dict[str, Any]:
         os.environ[MULTIPROC_ENV] = folder
         atexit.register(_remove_folder, folder)
         _remove_on_sigterm(folder)
+    values: Any = sys.modules.get("prometheus_client.values")
+    if values is not None:  # loaded before the folder was set: the metrics created from now on use it
+        values.ValueClass = values.get_value_class()
     os.environ.setdefault(telemetry.SINK_ENV, "openhi.metrics:core_sink")
     return {"log_config": configure(log_format, log_level)}
 

@@ -171,22 +171,39 @@ def test_a_failed_import_and_its_files(server: RunningServer) -> None:
 
 
 def test_every_process_is_counted_and_public_metrics_need_no_signature(tmp_path: Path) -> None:
+    from openhi import metrics
+
     with RunningServer(tmp_path / "data", extra_args=["--workers", "2", "--metrics-public"]) as server:
-        time.sleep(2)  # the second API process starts listening
-        answered_by = set()
-        for _ in range(40):  # a new connection each: the kernel spreads them over both processes
-            with urllib.request.urlopen(f"{server.endpoint}/readyz", timeout=10) as response:
-                assert response.status == 200
-                answered_by.add(response.headers["x-amzn-RequestId"].rsplit("-", 3)[0])
+        deadline = time.monotonic() + 60
+        while len(_readyz_answers(server, 10)) < 2:  # until the second API process listens too
+            assert time.monotonic() < deadline, "the second API process never answered"
+        readyz = {"operation": "readyz", "front": "api", "status": "200"}
+        time.sleep(3 * metrics.FLUSH_SECONDS)  # every process has written what it counted so far
+        before = parse(httpx.get(f"{server.endpoint}/metrics", timeout=30).text)
+        answered_by = _readyz_answers(server, 40)
         assert len(answered_by) == 2  # each process has its own request id prefix
 
-        def all_counted(s: Samples) -> bool:
-            return value(s, "openhi_requests_total", operation="readyz", front="api", status="200") >= 40
+        def delta(s: Samples, name: str, **labels: str) -> float:
+            return value(s, name, **labels) - value(before, name, **labels)
 
-        samples = scrape_until(lambda: httpx.get(f"{server.endpoint}/metrics", timeout=30), all_counted)
-        assert value(samples, "openhi_requests_total", operation="readyz", front="api", status="200") == 40
-        assert value(samples, "openhi_request_duration_seconds_count", operation="readyz", front="api") == 40
+        samples = scrape_until(
+            lambda: httpx.get(f"{server.endpoint}/metrics", timeout=30),
+            lambda s: delta(s, "openhi_requests_total", **readyz) >= 40,
+        )
+        assert delta(samples, "openhi_requests_total", **readyz) == 40
+        assert delta(samples, "openhi_request_duration_seconds_count", operation="readyz", front="api") == 40
         assert value(samples, "openhi_build_info", version=_version()) == 1
+
+
+def _readyz_answers(server: RunningServer, n: int) -> set[str]:
+    """Ask /readyz ``n`` times, each on a new connection (the kernel spreads them over the processes);
+    the request id prefixes (one per process) that answered."""
+    answered_by = set()
+    for _ in range(n):
+        with urllib.request.urlopen(f"{server.endpoint}/readyz", timeout=10) as response:
+            assert response.status == 200
+            answered_by.add(response.headers["x-amzn-RequestId"].rsplit("-", 3)[0])
+    return answered_by
 
 
 def _version() -> str:
@@ -248,3 +265,26 @@ def test_store_errors_are_told_apart_by_where_they_were_raised(tmp_path: Path) -
     index.close()
     assert store_of(index_error.value) == "index"
     assert store_of(ValueError("elsewhere")) is None
+
+
+def test_registered_gauge_sources_are_asked_at_scrape_time(tmp_path: Path) -> None:
+    from openhi import metrics
+    from openhi.metrics_sources import SOURCES, register_gauge_source
+    from openhi.services import ServerConfig, build_services
+
+    services = build_services(ServerConfig(data_dir=tmp_path / "data", pixel_workers=0, import_threads=0))
+    try:
+        register_gauge_source(
+            "openhi_test_backlog", lambda s: s.env.index.count_datastores(["ACTIVE"]) + 7, "test"
+        )
+        register_gauge_source("openhi_test_broken", lambda s: 1 / 0)
+        with pytest.raises(ValueError, match="not a metric name"):
+            register_gauge_source("webhook backlog", lambda s: 0)
+        samples = parse(metrics.scrape(services).decode())
+    finally:
+        SOURCES.pop("openhi_test_backlog", None)
+        SOURCES.pop("openhi_test_broken", None)
+        services.close()
+    assert value(samples, "openhi_test_backlog") == 7
+    assert ("openhi_test_broken", frozenset()) not in samples
+    assert value(samples, "openhi_import_queue_jobs", status="SUBMITTED") == 0
