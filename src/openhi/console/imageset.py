@@ -8,12 +8,12 @@ from urllib.parse import quote
 
 from openhi.auth.routes import Request
 from openhi.awsapi.serializer import WireResponse
+from openhi.console.documents import diff as document_diff
+from openhi.console.documents import tree_html, version_document
 from openhi.console.errors import html_errors
 from openhi.console.pages import flash
 from openhi.console.render import check_csrf, form_fields, page, query_fields, redirect, with_flash
-from openhi.core.diff import diff_versions
-from openhi.core.errors import OpenHIError
-from openhi.dicom.document import decode_document
+from openhi.core.errors import NotFoundError, OpenHIError
 
 if TYPE_CHECKING:
     from openhi.services import Services
@@ -78,8 +78,12 @@ def _set_page(
     versions, _ = services.reads.list_versions(ds_id, set_id, max_results=MAX_VERSIONS, next_token=None)
     doc: dict[str, Any] | None = None
     doc_error: str | None = None
+    head = services.env.index.get_image_set(ds_id, set_id)
     try:
-        doc = decode_document(services.reads.metadata(ds_id, set_id))
+        if head is None or head.state == "DELETED":
+            raise NotFoundError(f"Image set {set_id} was deleted; its metadata is gone.")
+        doc = version_document(services, ds_id, set_id, head.content_version)
+        services.reads.touches.touch(ds_id, set_id)  # read like GetImageSetMetadata
     except OpenHIError as exc:
         doc_error = exc.message
     tree, series = _tree(doc, fields.get("full") == "1") if doc else (None, [])
@@ -90,7 +94,7 @@ def _set_page(
     to = fields.get("to") or str(latest)
     if frm is not None and view.state != "DELETED":
         try:
-            diff = diff_versions(services.env, ds_id, set_id, frm, to)
+            diff = document_diff(services, ds_id, set_id, frm, to)
         except OpenHIError as exc:
             diff_error = exc.message
     base = f"/datastore/{ds_id}"
@@ -115,7 +119,7 @@ def _set_page(
         ds_id=ds_id,
         view=view,
         versions=versions,
-        doc=tree,
+        tree=tree_html("Document", tree) if tree else None,
         doc_error=doc_error,
         series=series,
         study_uid=study_uid,

@@ -43,7 +43,7 @@ ENV = jinja2.Environment(
     lstrip_blocks=True,
     auto_reload=False,
 )
-ENV.filters["json"] = lambda value: json.dumps(value, indent=2, ensure_ascii=False, default=str)
+ENV.filters["json"] = lambda value: json.dumps(value, ensure_ascii=False, default=str)
 ENV.filters["urlq"] = lambda value: quote(str(value), safe="")
 
 
