@@ -229,7 +229,7 @@ class WebhookDeliverer:
                 log.warning("webhook %s: event %d attempt %d failed (%s); retry in %.1fs",
                             hook.name, event.seq, attempts, error, wait)  # fmt: skip
                 if skipped:
-                    index.advance_webhook(hook.name, self.owner, skipped)
+                    moved = index.advance_webhook(hook.name, self.owner, skipped) or moved
                 index.fail_webhook(hook.name, self.owner, attempts, self.env.clock() + wait, error)
                 return moved
             if not index.advance_webhook(hook.name, self.owner, event.seq):
