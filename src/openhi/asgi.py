@@ -75,12 +75,14 @@ def probe_routes() -> list[Route]:
     ]
 
 
-def build_routes(faults: FaultControl | None = None) -> RouteTable:
+def build_routes(faults: FaultControl | None = None, extra: Iterable[Route] = ()) -> RouteTable:
     """Every route of the app: the probes, the API operations, and openhi's own routes (``/openhi/faults``
     acting through ``faults``, the app's control of its guard)."""
     api = api_routes(load_service_model(), load_all())
     control = faults or detached_control()
-    return RouteTable([*probe_routes(), *api, *OPENHI_ROUTES, *fault_routes(control), *dicomweb_routes()])
+    return RouteTable(
+        [*probe_routes(), *api, *OPENHI_ROUTES, *fault_routes(control), *dicomweb_routes(), *extra]
+    )
 
 
 def _healthz(services: Services, request: Request) -> WireResponse:
@@ -119,9 +121,10 @@ class OpenHIApp:
         self.cors = cors  # browser origins, when configured
         #: rate limits and injected faults (openhi.throttle), when configured; None costs nothing
         self.guard = guard
-        self.routes = routes or build_routes(FaultControl(self._get_guard, self._set_guard))
         #: told of every answered request: ``observer.observe(scope, status, seconds, request_id)``
         self.observer = observer
+        extra = observer.routes() if observer is not None else ()  # GET /metrics
+        self.routes = routes or build_routes(FaultControl(self._get_guard, self._set_guard), extra)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -154,8 +157,9 @@ class OpenHIApp:
             )
         if self.cors is not None and not preflight:
             response.headers = [*response.headers, *self.cors.response_headers(origin)]
-        await self._send(send, response, request_id, scope.get("extensions"))
+        sent = await self._send(send, response, request_id, scope.get("extensions"))
         if self.observer is not None:
+            scope["openhi.response_bytes"] = sent
             self.observer.observe(scope, response.status, time.perf_counter() - started, request_id)
 
     def _preflight(self, scope: Scope, origin: str) -> WireResponse:
@@ -303,7 +307,8 @@ class OpenHIApp:
 
     async def _send(
         self, send: Send, response: WireResponse, request_id: str, scope_extensions: Any = None
-    ) -> None:
+    ) -> int:
+        """Send ``response``; the number of body bytes sent."""
         try:
             headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
         except Exception:  # a header value outside latin-1: a bug, and still a modeled answer
@@ -313,17 +318,21 @@ class OpenHIApp:
         headers.append((b"x-amzn-requestid", request_id.encode()))
         body = response.body
         if isinstance(body, FileBody):
+            size = len(body)
             await _send_file_body(send, scope_extensions, response.status, headers, body)
-            return
+            return size
         if isinstance(body, bytes | bytearray):
             headers.append((b"content-length", str(len(body)).encode()))
             await send({"type": "http.response.start", "status": response.status, "headers": headers})
             await send({"type": "http.response.body", "body": bytes(body)})
-            return
+            return len(body)
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        sent = 0
         for chunk in _iterate(body):
+            sent += len(chunk)
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
+        return sent
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -30,7 +30,7 @@ from openhi.core.settings import Settings
 from openhi.dimse.listener import DicomPortInUse, start_listener
 from openhi.dimse.settings import DimseSettings
 from openhi.listeners import ReusePortSocket, reuse_port_supported
-from openhi.observability import request_observer
+from openhi.observability import prepare_serve, request_observer
 from openhi.services import ServerConfig, build_services
 from openhi.storage.registry import open_blobs, open_index
 from openhi.throttle.setup import request_guard
@@ -257,6 +257,7 @@ def serve(
         "http": ZeroCopyHttpToolsProtocol,
         "timeout_graceful_shutdown": 10,
     }
+    common.update(prepare_serve(config.log_format, log_level))  # metrics folder of every process, logging
     check_codecs()
     check_exposure(config, host)
     web_access_parts(web)  # a bad JWKS file or origin stops the start before the port is taken

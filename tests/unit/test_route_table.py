@@ -15,6 +15,7 @@ from openhi.auth.routes import OPEN_PATHS, Request, Route, RouteTable
 from openhi.awsapi.serializer import WireResponse
 from openhi.awsapi.sigv4 import SigV4Verifier
 from openhi.core.errors import ValidationError
+from openhi.metrics import metrics_route
 from openhi.services import ServerConfig, Services, build_services
 
 
@@ -31,12 +32,13 @@ def test_a_route_cannot_be_registered_without_an_action() -> None:
         Route("GET", "/openhi/things", "openhi:DoAnything", _ok)
 
 
-def test_only_the_probes_may_be_open() -> None:
+def test_only_the_probes_and_public_metrics_may_be_open() -> None:
     with pytest.raises(ValueError, match="cannot be an open route"):
-        Route("GET", "/metrics", None, _ok, open=True)
+        Route("GET", "/openhi/things", None, _ok, open=True)
     with pytest.raises(ValueError, match="takes no action"):
         Route("GET", "/healthz", "openhi:GetImageSetDiff", _ok, open=True)
-    assert {(r.method, r.pattern) for r in probe_routes()} == OPEN_PATHS
+    assert {(r.method, r.pattern) for r in probe_routes()} == OPEN_PATHS - {("GET", "/metrics")}
+    assert metrics_route(public=True).open and not metrics_route(public=False).open
 
 
 def test_future_front_doors_register_routes_with_their_actions() -> None:
@@ -47,7 +49,7 @@ def test_future_front_doors_register_routes_with_their_actions() -> None:
 def test_every_route_of_the_app_has_an_action_except_the_probes() -> None:
     table = build_routes()
     open_routes = {(r.method, r.pattern) for r in table if r.open}
-    assert open_routes == OPEN_PATHS
+    assert open_routes <= OPEN_PATHS  # /metrics is open only with --metrics-public
     assert all(r.action for r in table if not r.open)
     api = [r for r in table if r.front == "api" and not r.open]
     assert len(api) == 18 and all((r.action or "").startswith("medical-imaging:") for r in api)
