@@ -359,7 +359,12 @@ def test_exit_statuses(
     args = ("--datastore", series["ds"], "--series", series["series"], "--out", out_dir)
     with openhi_server.inject("GetDICOMInstance", error="InternalServerException", times=1):
         rc, out, _ = export(openhi_server, capsys, *args)
-    assert rc == 1 and _count(out, "instances failed") == 1 and out.count("FAILED  ") == 1
-    assert _count(out, "instances exported") == 11
+    failed = _count(out, "instances failed")  # times=1 is per API process: one per process of the deployment
+    assert rc == 1 and 1 <= failed <= 4 and out.count("FAILED  ") == failed and "HTTP 500" in out
+    assert _count(out, "instances exported") == 12 - failed
     rc, out, _ = export(openhi_server, capsys, *args)
-    assert rc == 0 and _count(out, "instances exported") == 1 and _count(out, "already exported") == 11
+    assert (
+        rc == 0
+        and _count(out, "instances exported") == failed
+        and _count(out, "already exported") == 12 - failed
+    )
