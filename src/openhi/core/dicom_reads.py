@@ -18,7 +18,8 @@ from openhi.core.file_body import FileBody
 from openhi.core.keys import frame_key
 from openhi.core.records import ImageSet
 from openhi.dicom.document import decode_document
-from openhi.dicom.instance_view import InstanceView, iter_instance_views
+from openhi.dicom.instance_view import InstanceNotFound, InstanceView, iter_instance_views
+from openhi.dicom.instance_view import instance_view as find_instance
 from openhi.dicom.stored_frames import J2K_FAMILY, codestream
 from openhi.ports.blobs import BlobNotFound
 
@@ -215,10 +216,12 @@ class DicomReader:
         Raises NotFoundError (unknown datastore, study, series or instance).
         """
         head = self.series_set(datastore_id, study_uid, series_uid, image_set_id)
-        for view in iter_instance_views(self.document(head)):
-            if view.sop_uid == sop_uid and view.series_uid == series_uid:
-                return view
-        raise NotFoundError(f"Instance {sop_uid} does not exist in series {series_uid} of study {study_uid}.")
+        try:
+            return find_instance(self.document(head), sop_uid, series_uid)
+        except InstanceNotFound:
+            raise NotFoundError(
+                f"Instance {sop_uid} does not exist in series {series_uid} of study {study_uid}."
+            ) from None
 
     def version_view(
         self,

@@ -68,10 +68,17 @@ def iter_instance_views(doc: Mapping[str, Any]) -> Iterator[InstanceView]:
 
 
 def instance_view(doc: Mapping[str, Any], sop_uid: str, series_uid: str | None = None) -> InstanceView:
-    """The instance ``sop_uid`` of the document (raises :class:`InstanceNotFound`)."""
-    for view in iter_instance_views(doc):
-        if view.sop_uid == sop_uid and series_uid in (None, view.series_uid):
-            return view
+    """The instance ``sop_uid`` of the document (raises :class:`InstanceNotFound`): looked up by key,
+    only that instance's view is built."""
+    study = doc.get("Study")
+    all_series = study.get("Series") if isinstance(study, dict) else None
+    for uid, series in (all_series or {}).items():
+        if series_uid not in (None, uid) or not isinstance(series, dict):
+            continue
+        instances = series.get("Instances")
+        node = instances.get(sop_uid) if isinstance(instances, dict) else None
+        if isinstance(node, dict):
+            return _view(doc, uid, series, sop_uid, node)
     raise InstanceNotFound(f"Instance {sop_uid} is not in the image set")
 
 
