@@ -47,21 +47,28 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    return _install(args) if args.action == "install" else _status(args)
+
+
 def add_parser(sub: Any) -> None:
-    """Add ``viewer`` (with ``install`` and ``status``) to the ``openhi`` subcommands."""
+    """Add ``viewer ACTION`` (``install``, ``status``) to the ``openhi`` subcommands."""
     viewer = sub.add_parser(
         "viewer",
         help="install the OHIF viewer the server serves at /ohif/",
         description=f"The OHIF viewer ({PACKAGE}@{VERSION} from the npm registry, integrity-checked), "
         "unpacked into <data-dir>/viewer. Exit status: 0 on success, 1 when status finds none, 2 on errors.",
     )
-    actions = viewer.add_subparsers(dest="viewer_command", required=True)
-    inst = actions.add_parser("install", help=f"fetch {PACKAGE}@{VERSION} with npm and unpack it")
-    inst.add_argument("--data-dir", default="./openhi-data", help="the server's data dir")
-    inst.add_argument("--tarball", metavar="FILE", default=None, help="an already fetched package (.tgz)")
-    inst.add_argument("--npm", default="npm", help="the npm command (default npm)")
-    inst.add_argument("--force", action="store_true", help="reinstall over an installed viewer")
-    inst.set_defaults(func=_install)
-    status = actions.add_parser("status", help="whether the viewer is installed")
-    status.add_argument("--data-dir", default="./openhi-data", help="the server's data dir")
-    status.set_defaults(func=_status)
+    viewer.add_argument(
+        "action",
+        metavar="ACTION",
+        choices=("install", "status"),
+        help=f"install: fetch {PACKAGE}@{VERSION} with npm and unpack it; status: whether it is installed",
+    )
+    viewer.add_argument("--data-dir", default="./openhi-data", help="the server's data dir")
+    viewer.add_argument(
+        "--tarball", metavar="FILE", default=None, help="install an already fetched package (.tgz)"
+    )
+    viewer.add_argument("--npm", default="npm", help="the npm command (default npm)")
+    viewer.add_argument("--force", action="store_true", help="reinstall over an installed viewer")
+    viewer.set_defaults(func=_run)
