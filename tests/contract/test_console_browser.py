@@ -343,6 +343,7 @@ def test_console_flow_in_a_browser(console_server: Any, browser: Any, tmp_path: 
         page.goto(f"{base}/console/datastores/{ds_id}/imagesets?patient_id=PAT-CONSOLE-1")
         page.click("table.results tbody tr a")
         set_url = page.url
+        reload_until(page, lambda: page.locator("#set-state").inner_text() == "ACTIVE")  # STOW's last version
         before = int(page.locator("#latest-version").inner_text())  # STOW batches append versions
         assert before >= 1
         thumbs = page.locator("ul.thumbs img")
@@ -354,7 +355,7 @@ def test_console_flow_in_a_browser(console_server: Any, browser: Any, tmp_path: 
         page.fill("#updatable", '{"SchemaVersion": "1.1", "Study": {"DICOM": {"StudyInstanceUID": "1.2.3"}}}')
         w.allowed_status.add(400)
         page.click("#update-form button[type=submit]")
-        assert page.locator("#update-error").is_visible()
+        assert page.locator("#update-error").is_visible(), page.locator("main").inner_text()[:2000]
         assert "StudyInstanceUID" in page.locator("#updatable").input_value()
         w.allowed_status.discard(400)
         w.errors = [e for e in w.errors if "status of 400" not in e]  # that answer, and only that one
