@@ -171,6 +171,7 @@ class WebhookDeliverer:
         self.poll_seconds = poll_seconds
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._held: dict[str, tuple[float, int]] = {}
 
     def start(self) -> WebhookDeliverer:
         if self.hooks and self._thread is None:
@@ -206,6 +207,10 @@ class WebhookDeliverer:
         """One round for ``hook``: deliver what follows its cursor until a failure, the end of the feed or
         a lost lease. True when it delivered (or skipped) something."""
         index, now = self.env.index, self.env.clock()
+        held = self._held.get(hook.name)  # (lease until, cursor) while this process holds the lease
+        if held is not None and held[0] - now > hook.lease_seconds / 2 and index.last_event_seq() <= held[1]:
+            return False  # nothing new: no write to the index while idle
+        self._held.pop(hook.name, None)
         cursor = index.claim_webhook(hook.name, self.owner, now, now + hook.lease_seconds, hook.from_end)
         if cursor is None or cursor.next_attempt_at > now:
             return False
@@ -239,6 +244,9 @@ class WebhookDeliverer:
         if skipped:
             index.advance_webhook(hook.name, self.owner, skipped)
             moved = True
+        if not self._stop.is_set():
+            last = skipped or cursor.delivered_seq
+            self._held[hook.name] = (claimed + hook.lease_seconds, last)
         return moved
 
     def _request(self, hook: Webhook, event: StoredEvent, attempt: int) -> tuple[bytes, dict[str, str]]:
