@@ -5,7 +5,7 @@ one row to ``events`` in the same transaction, with AWS HealthImaging's EventBri
 ``detail`` derived here from what is written. The feed sequence ``seq`` is gap-free and in commit order:
 
 * SQLite has one writer at a time (BEGIN IMMEDIATE, across processes): the insert takes ``max(seq) + 1``
-  (``seq`` is the rowid; a rolled-back insert leaves no number behind).
+  (``seq`` is the rowid, without AUTOINCREMENT; a rolled-back insert leaves no number behind).
 * PostgreSQL writers never wait on each other for events: an insert leaves ``seq`` NULL (``id`` is a
   BIGSERIAL that may have gaps and commit out of order); :func:`sequence` — run by every reader of the feed
   before it reads — numbers the committed, unnumbered rows in ``id`` order after ``max(seq)``, under a
@@ -65,10 +65,10 @@ class Dialect:
     sequence: tuple[str, ...] | None = None
 
 
+#: ``seq`` is the rowid: SQLite gives a new row max(rowid) + 1 (rows are never deleted, so never a reuse)
 SQLITE = Dialect(
     "qmark",
-    "INSERT INTO events (seq, time, detail_type, datastore_id, image_set_id, detail)"
-    " VALUES ((SELECT coalesce(max(seq), 0) + 1 FROM events), ?, ?, ?, ?, ?)",
+    "INSERT INTO events (time, detail_type, datastore_id, image_set_id, detail) VALUES (?, ?, ?, ?, ?)",
 )
 POSTGRES = Dialect(
     "format",
