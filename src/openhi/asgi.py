@@ -30,6 +30,8 @@ from openhi.awsapi.router import RouteNotFound
 from openhi.awsapi.serializer import WireResponse, serialize_error, serialize_route_not_found
 from openhi.awsapi.service import load_service_model
 from openhi.awsapi.sigv4 import SigV4Verifier
+from openhi.console.routes import ROUTES as CONSOLE_ROUTES
+from openhi.console.session import SessionSecrets, browser_session
 from openhi.core.errors import AccessDeniedError, OpenHIError, ValidationError
 from openhi.core.file_body import FileBody
 from openhi.dicomweb.routes import dicomweb_routes
@@ -81,7 +83,15 @@ def build_routes(faults: FaultControl | None = None, extra: Iterable[Route] = ()
     api = api_routes(load_service_model(), load_all())
     control = faults or detached_control()
     return RouteTable(
-        [*probe_routes(), *api, *OPENHI_ROUTES, *fault_routes(control), *dicomweb_routes(), *extra]
+        [
+            *probe_routes(),
+            *api,
+            *OPENHI_ROUTES,
+            *fault_routes(control),
+            *dicomweb_routes(),
+            *CONSOLE_ROUTES,
+            *extra,
+        ]
     )
 
 
@@ -113,6 +123,7 @@ class OpenHIApp:
         cors: CorsPolicy | None = None,
         guard: Guard | None = None,
         observer: Any = None,
+        sessions: SessionSecrets | None = None,
     ) -> None:
         self.services = services
         self.verifier = verifier
@@ -123,6 +134,8 @@ class OpenHIApp:
         self.guard = guard
         #: told of every answered request: ``observer.observe(scope, status, seconds, request_id)``
         self.observer = observer
+        #: the console's session cookies (outside local mode): openhi.console.session.configure(...)
+        self.sessions = sessions
         extra = observer.routes() if observer is not None else ()  # GET /metrics
         self.routes = routes or build_routes(FaultControl(self._get_guard, self._set_guard), extra)
 
@@ -202,6 +215,8 @@ class OpenHIApp:
             request.access_key_id = bearer.name
         elif kind == "anonymous":
             request.access_key_id = ANONYMOUS_LOCAL
+        elif kind == "session":
+            pass  # the session's access key id, set by _credential_kind
         elif route.body is Body.FILE:
             declared = request.header("x-amz-content-sha256")
             if declared is None and route.front == "dicomweb":  # STOW-RS, as botocore and curl sign it
@@ -232,7 +247,7 @@ class OpenHIApp:
             if bearer is not None:
                 assert route.action is not None  # not an open route
                 bearer.authorize(route.action, request.labels.get(DATASTORE_LABEL))
-            elif kind == "sigv4" and self.authorizer.restricted(request.access_key_id or ""):
+            elif kind in ("sigv4", "session") and self.authorizer.restricted(request.access_key_id or ""):
                 await anyio.to_thread.run_sync(self._authorize, route, request)
             if self.guard is not None:  # rate limits and injected faults: in place of the handler
                 await self._guarded(self.guard, route, request)
@@ -274,6 +289,11 @@ class OpenHIApp:
             return "bearer"
         if authorization is not None or b"X-Amz-Signature=" in request.query:
             return "sigv4"
+        if not self.verifier.local_mode:  # a browser's session cookie (LoginRequired: 302 to /login)
+            principal = browser_session(route, request, self.sessions)
+            if principal is not None:
+                request.access_key_id = principal
+                return "session"
         if self.oidc is not None:  # a DICOMweb client without credentials is asked for a token
             raise InvalidTokenError("This request needs a bearer token or a SigV4 signature", error=None)
         if self.verifier.local_mode:

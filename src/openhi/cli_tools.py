@@ -11,6 +11,7 @@ from openhi.cli_client import CommandError, Connection, clean_exit, resolve_endp
 from openhi.cli_export import add_parser as add_export_parser
 from openhi.cli_import import add_parser as add_import_parser
 from openhi.cli_send import add_parser as add_send_parser
+from openhi.cli_viewer import add_parser as add_viewer_parser
 
 ENDPOINT_HELP = "server URL (default $AWS_ENDPOINT_URL_MEDICAL_IMAGING, else http://127.0.0.1:8080)"
 
@@ -39,6 +40,7 @@ def register(sub: Any) -> None:
     add_import_parser(sub)
     add_export_parser(sub)
     add_send_parser(sub)
+    add_viewer_parser(sub)
 
     diff = sub.add_parser(
         "diff",

@@ -26,6 +26,7 @@ from openhi.auth.cors import CorsPolicy
 from openhi.auth.policy import PolicyError
 from openhi.auth.principals import Authorizer, read_policy_file
 from openhi.awsapi.sigv4 import SigV4Verifier
+from openhi.console.session import configure as configure_sessions
 from openhi.core.settings import Settings
 from openhi.dimse.listener import DicomPortInUse, start_listener
 from openhi.dimse.settings import DimseSettings
@@ -212,6 +213,7 @@ def build_app(config: ServerConfig, host: str, web: WebAccess | None = None) -> 
     guard = request_guard(config.throttle, config.faults)
     observer = request_observer(config.log_format, config.metrics_public)
     services = build_services(config)
+    sessions = configure_sessions(services, config.credentials)  # the console's sign-in cookies
     if config.dimse.port is not None:
         try:
             listener = start_listener(config.dimse, services, host)
@@ -228,6 +230,7 @@ def build_app(config: ServerConfig, host: str, web: WebAccess | None = None) -> 
         cors=cors,
         guard=guard,
         observer=observer,
+        sessions=sessions,
     )
 
 

@@ -18,7 +18,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +28,7 @@ import pytest
 
 from dicom_factory import CT_IMAGE_STORAGE, make_instance, uid
 from openhi.console.viewer_install import VERSION, install, installed
-from openhi.testing.server import RunningServer, free_port
+from openhi.testing.server import RunningServer
 
 CHROMIUM = "/usr/bin/chromium"
 REPO = Path(__file__).resolve().parents[2]
@@ -82,96 +81,12 @@ def disc_series(patient_id: str, n: int = SLICES, seed: int = 7) -> list[bytes]:
 
 
 # --------------------------------------------------------------------------------------------- servers
-class InProcessServer:
-    """The app with the console's routes, served by uvicorn in a thread (until the route table lists
-    them, ``openhi serve`` does not serve the console)."""
-
-    def __init__(self, data_dir: Path, credentials: dict[str, str] | None = None) -> None:
-        import uvicorn
-
-        from openhi.asgi import OpenHIApp, build_routes
-        from openhi.auth.routes import RouteTable
-        from openhi.awsapi.sigv4 import SigV4Verifier
-        from openhi.console import session
-        from openhi.console.routes import ROUTES
-        from openhi.services import ServerConfig, build_services
-
-        self.data_dir = data_dir
-        self.services = build_services(ServerConfig(data_dir=data_dir, pixel_workers=0, import_threads=1))
-        secrets = session.configure(self.services, credentials)
-        routes = RouteTable([*build_routes().routes, *ROUTES])
-        app_class = SessionApp if credentials else OpenHIApp
-        app = app_class(self.services, SigV4Verifier(credentials or None), routes=routes)
-        app.sessions = secrets
-        self.port = free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the in-process server did not start")
-            time.sleep(0.05)
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stage_object(self, bucket: str, key: str, data: bytes) -> None:
-        path = self.data_dir / "buckets" / bucket / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
-        self.services.close()
-
-
-def _session_app_class() -> Any:
-    from openhi.asgi import BROWSER_FRONTS, OpenHIApp
-    from openhi.console.session import browser_session
-
-    class SessionApp(OpenHIApp):
-        """The app with the session step the asgi module gets (see the report of issue 15): a browser
-        request without an Authorization header is authenticated by its session cookie."""
-
-        sessions: Any = None
-
-        def _credential_kind(self, route: Any, request: Any) -> str:
-            if (
-                route.front in BROWSER_FRONTS
-                and not self.verifier.local_mode
-                and request.header("authorization") is None
-            ):
-                principal = browser_session(route, request, self.sessions)
-                if principal is not None:
-                    request.access_key_id = principal
-                    return "session"
-            return str(super()._credential_kind(route, request))
-
-    return SessionApp
-
-
-SessionApp = _session_app_class()
-
-
-def console_wired() -> bool:
-    """Whether ``openhi serve`` serves the console (its routes are in the route table)."""
-    from openhi.asgi import build_routes
-
-    return any(r.name == "console-datastores" for r in build_routes().routes)
-
-
 def start_server(data_dir: Path, credentials: dict[str, str] | None = None) -> Any:
-    if console_wired():
-        env = {}
-        if credentials:
-            ((key, secret),) = credentials.items()
-            env = {"OPENHI_ACCESS_KEY_ID": key, "OPENHI_SECRET_ACCESS_KEY": secret}
-        return RunningServer(data_dir, env=env).start()
-    return InProcessServer(data_dir, credentials)
+    env = {}
+    if credentials:
+        ((key, secret),) = credentials.items()
+        env = {"OPENHI_ACCESS_KEY_ID": key, "OPENHI_SECRET_ACCESS_KEY": secret}
+    return RunningServer(data_dir, env=env).start()
 
 
 def viewer_tarball() -> Path | None:

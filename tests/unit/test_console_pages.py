@@ -16,9 +16,7 @@ import anyio
 import pytest
 
 from openhi.asgi import OpenHIApp, build_routes
-from openhi.auth.routes import RouteTable
 from openhi.awsapi.sigv4 import SigV4Verifier
-from openhi.console.routes import ROUTES
 from openhi.console.search import Criteria, filters_of
 from openhi.console.viewer_install import MARKER
 from openhi.core.errors import ValidationError
@@ -101,7 +99,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
 
 @pytest.fixture()
 def browser(services: Services) -> Browser:
-    routes = RouteTable([*build_routes().routes, *ROUTES])
+    routes = build_routes()
     return Browser(OpenHIApp(services, SigV4Verifier(None), routes=routes))
 
 

@@ -17,6 +17,7 @@ from openhi import __version__
 from openhi.auth.routes import Request
 from openhi.awsapi.serializer import WireResponse
 from openhi.console.session import cookie_value
+from openhi.console.viewer_install import viewer_installed
 from openhi.core.errors import AccessDeniedError, NotFoundError
 
 HERE = Path(__file__).parent
@@ -101,8 +102,6 @@ def _csrf_cookie(token: str, request: Request) -> tuple[str, str]:
 
 def page(services: Any, request: Request, template: str, status: int = 200, **context: Any) -> WireResponse:
     """An HTML page rendered from ``template`` with the layout's context (CSRF token, version, user)."""
-    from openhi.console.viewer import viewer_installed
-
     token, new = csrf_token(request)
     html = ENV.get_template(template).render(
         viewer=viewer_installed(services),

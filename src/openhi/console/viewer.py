@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -13,7 +12,7 @@ from openhi.auth.routes import Request
 from openhi.awsapi.serializer import WireResponse
 from openhi.console.errors import html_errors
 from openhi.console.render import file_response, page, query_fields, static_file
-from openhi.console.viewer_install import MARKER, PREFIX, VERSION
+from openhi.console.viewer_install import PREFIX, VERSION, viewer_dir
 from openhi.core.errors import NotFoundError
 
 if TYPE_CHECKING:
@@ -23,19 +22,6 @@ if TYPE_CHECKING:
 _HASHED = re.compile(r"[.-][0-9a-f]{16,}\.")
 INSTALL_HINT = f"openhi viewer install --data-dir DIR (fetches @ohif/app {VERSION} with npm), then reload"
 UID = re.compile(r"[0-9]+(\.[0-9]+)*")
-
-
-def viewer_dir(services: Services | None) -> Path | None:
-    """Where the viewer is installed for this server (``<data-dir>/viewer``), or None."""
-    scratch = getattr(services, "scratch_dir", None)
-    if scratch is None:
-        return None
-    path = Path(scratch) / "viewer"
-    return path if (path / MARKER).is_file() and (path / "index.html").is_file() else None
-
-
-def viewer_installed(services: Services | None) -> bool:
-    return viewer_dir(services) is not None
 
 
 def _not_installed(services: Services, request: Request) -> WireResponse:

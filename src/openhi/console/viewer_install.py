@@ -13,6 +13,7 @@ import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import Any
 
 PACKAGE = "@ohif/app"
 VERSION = "3.13.2"
@@ -172,3 +173,16 @@ def installed(data_dir: Path) -> dict[str, str] | None:
     except (OSError, ValueError):
         return None
     return found
+
+
+def viewer_dir(services: Any) -> Path | None:
+    """Where the viewer is installed for this server (``<data-dir>/viewer``), or None."""
+    scratch = getattr(services, "scratch_dir", None)
+    if scratch is None:
+        return None
+    path = Path(scratch) / "viewer"
+    return path if (path / MARKER).is_file() and (path / "index.html").is_file() else None
+
+
+def viewer_installed(services: Any) -> bool:
+    return viewer_dir(services) is not None
