@@ -4,7 +4,8 @@ A datastore is created, a generated CT series (a bright disc on a dark backgroun
 slice by slice) is uploaded from the browser through STOW-RS, a bucket import runs and its manifests
 show, the image set is found, a Study attribute is updated and the two versions' diff is shown; then
 the study opens in OHIF, whose viewport shows the disc (pixel statistics of the canvas) and changes
-when scrolled. No console errors, no failed requests. Screenshots go to docs/images/console-*.png.
+when scrolled. No console errors, no failed requests. Screenshots go to docs/images/console-*.png
+with OPENHI_SCREENSHOTS=docs (else to a temporary folder).
 
 The viewer part needs ``@ohif/app`` (``openhi viewer install``): from ``$OPENHI_OHIF_TARBALL``, the
 cache ``~/.cache/openhi/ohif-app-3.13.2.tgz``, or npm (always in CI, where its absence fails the test).
@@ -32,7 +33,14 @@ from openhi.testing.server import RunningServer
 
 CHROMIUM = "/usr/bin/chromium"
 REPO = Path(__file__).resolve().parents[2]
-SHOTS = REPO / "docs" / "images"
+#: screenshots of each page: docs/images when OPENHI_SCREENSHOTS=docs (refreshing the docs' pictures), else
+#: a folder of the test run, so that running the tests never changes the repository
+SHOTS = (
+    REPO / "docs" / "images"
+    if os.environ.get("OPENHI_SCREENSHOTS") == "docs"
+    else Path(tempfile.gettempdir()) / "openhi-console-screenshots"
+)
+SHOTS.mkdir(parents=True, exist_ok=True)
 SLICES = 20
 SIZE = 128
 CACHE = Path.home() / ".cache" / "openhi" / f"ohif-app-{VERSION}.tgz"
