@@ -1,0 +1,307 @@
+"""What events cost: import and update throughput with and without the outbox, and with and without a webhook.
+
+Usage: .venv/bin/python bench/events.py [--rounds 3] [--ops 400] [--instances 20] [--updates 20] [--no-postgres]
+
+Two measurements, in one run, alternating the variants round by round (medians reported):
+
+1. Index level (the outbox's own cost), SQLite file and PostgreSQL (when OPENHI_TEST_POSTGRES_URL answers):
+   an import commit (``commit_store`` of a new image set with 8 frame references) and an update (lock, then
+   commit of the new version) per operation, with the event rows written (as shipped) and with
+   ``events_sql.emit`` replaced by a no-op (the same code without events).
+2. End to end, a real embedded server: import jobs of ``--instances`` CT instances (64×64) and
+   UpdateImageSetMetadata round trips (the call, then waiting for the version to finish), by a server
+   without webhooks and by one with a webhook (a loopback receiver answering 200) delivering every event.
+
+Goal: events cost <= 5 % of import and update throughput. Prints tables and writes
+bench/results/events-<stamp>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from _common import ROOT, table, tree_cpu_seconds, write_result
+
+sys.path.insert(0, str(ROOT / "tests"))
+
+from openhi.core.records import FrameRef, ImageSet, ImageSetVersion
+from openhi.ports.index import LockRequest, MetadataIndex, VersionCommit
+from openhi.storage import events_sql
+
+GOAL = 0.05
+DS = "b" * 32
+
+
+# -- 1. index level
+@contextmanager
+def events_off() -> Iterator[None]:
+    original = events_sql.emit
+    events_sql.emit = lambda *args, **kwargs: None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        events_sql.emit = original  # type: ignore[assignment]
+
+
+def _new_set(n: int) -> tuple[ImageSet, ImageSetVersion, list[FrameRef]]:
+    set_id = f"{n:032x}"
+    search = {
+        "DICOMStudyInstanceUID": f"1.2.3.{n}",
+        "DICOMSeriesInstanceUID": f"1.2.3.{n}.1",
+        "DICOMPatientId": "P",
+    }
+    head = ImageSet(DS, set_id, 1, "ACTIVE", "CREATED", False, 1000.0, 1000.0, 1, search=search)
+    version = ImageSetVersion(DS, set_id, 1, "ACTIVE", "CREATED", 1000.0, 1000.0, False, f"meta/{set_id}/1")
+    frames = [FrameRef(f"{set_id}-{k}", f"frames/{set_id}/{k}", "1.2.840.10008.1.2.4.202") for k in range(8)]
+    return head, version, frames
+
+
+def _imports(index: MetadataIndex, start: int, ops: int) -> float:
+    """Seconds ``ops`` import commits take (wall)."""
+    t0 = time.perf_counter()
+    for n in range(start, start + ops):
+        assert index.commit_store(DS, [_new_set(n)], []) == "ok"
+    return time.perf_counter() - t0
+
+
+def _updates(index: MetadataIndex, set_id: str, ops: int) -> float:
+    """Seconds ``ops`` updates (lock, then commit) take (wall)."""
+    head = index.get_image_set(DS, set_id)
+    assert head is not None
+    latest = head.latest_version
+    t0 = time.perf_counter()
+    for _ in range(ops):
+        now = time.time()
+        row = ImageSetVersion(DS, set_id, latest + 1, "LOCKED", "UPDATING", 1000.0, now, False, None)
+        assert index.lock_image_sets(DS, [LockRequest(set_id, latest, "UPDATING", row)], now) is None
+        done = replace(
+            row, state="ACTIVE", workflow_status="UPDATED", metadata_key=f"meta/{set_id}/{latest + 1}"
+        )
+        commit = VersionCommit(set_id, done, "ACTIVE", "UPDATED", now, content_version=latest + 1)
+        index.commit_versions(DS, [commit])
+        latest += 1
+    return time.perf_counter() - t0
+
+
+def index_level(
+    name: str, index: MetadataIndex, rounds: int, ops: int, batch: int = 20
+) -> list[dict[str, Any]]:
+    """Batches of ``batch`` operations, the variant alternating batch by batch (slow drifts of a shared
+    machine hit both alike); ``rounds × ops`` operations per variant in all."""
+    index.create_image_set(*_new_set(0))
+    seconds = {"import/events": 0.0, "import/no events": 0.0, "update/events": 0.0, "update/no events": 0.0}
+    start, total = 1, rounds * ops
+    for k in range(2 * (total // batch)):
+        variant = ("events", "no events")[(k + k // 2) % 2]  # events, no events, no events, events, ...
+        with events_off() if variant == "no events" else _nothing():
+            seconds[f"import/{variant}"] += _imports(index, start, batch)
+            start += batch
+            seconds[f"update/{variant}"] += _updates(index, f"{0:032x}", batch)
+    rows = []
+    for op in ("import", "update"):
+        on = (total // batch) * batch / seconds[f"{op}/events"]
+        off = (total // batch) * batch / seconds[f"{op}/no events"]
+        rows.append(
+            {"index": name, "operation": op, "no events /s": off, "events /s": on, "cost": 1 - on / off}
+        )
+    return rows
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+# -- 2. end to end
+class Receiver:
+    def __init__(self) -> None:
+        self.count = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.count += 1
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+
+def _wait(fn: Callable[[], Any], ok: Callable[[Any], bool], timeout: float = 300) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if ok(value):
+            return value
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out; last {value!r}")
+        time.sleep(0.02)
+
+
+def end_to_end(hooked: bool, work: Path, instances: int, updates: int, seed: int) -> dict[str, float]:
+    from dicom_factory import make_ct_series
+    from openhi.testing import RunningServer
+
+    env: dict[str, str] = {}
+    receiver = None
+    if hooked:
+        receiver = Receiver()
+        hooks = work / "webhooks.json"
+        hooks.write_text(json.dumps([{"url": receiver.url}]))
+        env["OPENHI_WEBHOOKS"] = str(hooks)
+    server = RunningServer(work / "data", env=env).start()
+    try:
+        client = server.client()
+        ds = client.create_datastore(datastoreName="bench")["datastoreId"]
+        _wait(
+            lambda: client.get_datastore(datastoreId=ds)["datastoreProperties"]["datastoreStatus"],
+            "ACTIVE".__eq__,
+        )
+        files = make_ct_series(instances, rows=64, cols=64, seed=seed, patient_id=f"EV{seed}")
+        for i, data in enumerate(files):
+            server.stage_object("bench-in", f"s{seed}/{i}.dcm", data)
+        c0, t0 = tree_cpu_seconds(server.proc.pid), time.perf_counter()
+        job = client.start_dicom_import_job(
+            datastoreId=ds, dataAccessRoleArn="arn:aws:iam::123456789012:role/R",
+            inputS3Uri=f"s3://bench-in/s{seed}/", outputS3Uri="s3://bench-out/o/",
+        )  # fmt: skip
+        _wait(
+            lambda: client.get_dicom_import_job(datastoreId=ds, jobId=job["jobId"])["jobProperties"][
+                "jobStatus"
+            ],
+            lambda s: s in ("COMPLETED", "FAILED"),
+        )
+        import_rate = instances / (time.perf_counter() - t0)
+        import_cpu = (tree_cpu_seconds(server.proc.pid) - c0) / instances
+        set_id = client.search_image_sets(datastoreId=ds)["imageSetsMetadataSummaries"][0]["imageSetId"]
+        c0, t0 = tree_cpu_seconds(server.proc.pid), time.perf_counter()
+        for k in range(updates):
+            doc = {"SchemaVersion": 1.1, "Study": {"DICOM": {"StudyDescription": f"bench {k}"}}}
+            client.update_image_set_metadata(
+                datastoreId=ds, imageSetId=set_id, latestVersionId=str(k + 1),
+                updateImageSetMetadataUpdates={"DICOMUpdates": {"updatableAttributes": json.dumps(doc).encode()}},
+            )  # fmt: skip
+            _wait(
+                lambda: client.get_image_set(datastoreId=ds, imageSetId=set_id)["imageSetState"],
+                "ACTIVE".__eq__,
+            )
+        update_rate = updates / (time.perf_counter() - t0)
+        update_cpu = (tree_cpu_seconds(server.proc.pid) - c0) / updates
+        delivered = 0
+        if receiver is not None:  # 2 datastore + 4 import + 2 per update events
+            expected = 6 + 2 * updates
+            delivered = _wait(lambda: receiver.count, lambda n: n >= expected, timeout=60)
+        return {
+            "import": import_rate,
+            "update": update_rate,
+            "import_cpu": import_cpu,
+            "update_cpu": update_cpu,
+            "delivered": float(delivered),
+        }
+    finally:
+        server.stop()
+        if receiver is not None:
+            receiver.server.shutdown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--ops", type=int, default=400, help="index-level operations per round and variant")
+    parser.add_argument("--instances", type=int, default=20, help="instances per end-to-end import job")
+    parser.add_argument("--updates", type=int, default=20, help="end-to-end updates per round and variant")
+    parser.add_argument("--no-postgres", action="store_true")
+    args = parser.parse_args()
+
+    from openhi.storage.sqlite.index import SqliteIndex
+
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        sqlite = SqliteIndex(str(Path(tmp) / "index.sqlite3"))
+        rows += index_level("sqlite", sqlite, args.rounds, args.ops)
+        sqlite.close()
+    if not args.no_postgres:
+        import pg
+
+        reason = pg.unavailable()
+        if reason is None:
+            from openhi.storage.postgres.index import PostgresIndex
+
+            schemas = pg.Schemas()
+            try:
+                postgres = PostgresIndex(schemas.url, schema=schemas.new())
+                rows += index_level("postgres", postgres, args.rounds, args.ops)
+                postgres.close()
+            finally:
+                schemas.drop_all()
+        else:
+            print(f"PostgreSQL skipped: {reason}", file=sys.stderr)
+    print(table(rows))
+
+    runs: dict[str, list[dict[str, float]]] = {"no webhook": [], "webhook": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            for variant in ("no webhook", "webhook") if r % 2 == 0 else ("webhook", "no webhook"):
+                work = Path(tmp) / f"{variant.replace(' ', '-')}-{r}"
+                work.mkdir()
+                seed = 100 + r * 2 + (variant == "webhook")
+                runs[variant].append(
+                    end_to_end(variant == "webhook", work, args.instances, args.updates, seed)
+                )
+    e2e = []
+    for op, unit in (("import", "instances/s"), ("update", "updates/s")):
+        off = statistics.median(x[op] for x in runs["no webhook"])
+        on = statistics.median(x[op] for x in runs["webhook"])
+        cpu_off = statistics.median(x[f"{op}_cpu"] for x in runs["no webhook"])
+        cpu_on = statistics.median(x[f"{op}_cpu"] for x in runs["webhook"])
+        e2e.append({
+            "operation": op, "unit": unit, "no webhook": off, "webhook": on, "cost": 1 - on / off,
+            "CPU ms/op no webhook": 1000 * cpu_off, "CPU ms/op webhook": 1000 * cpu_on,
+            "CPU cost": cpu_on / cpu_off - 1,
+        })  # fmt: skip
+    print()
+    print(table(e2e))
+    worst = max([r["cost"] for r in rows] + [r["CPU cost"] for r in e2e])
+    verdict = "met" if worst <= GOAL else "NOT met"
+    print(
+        f"\ngoal: events cost <= {GOAL:.0%} of import and update throughput (index level: wall; end to end:"
+        f" server CPU per operation); worst {worst:.1%}: {verdict}"
+    )
+    path = write_result(
+        "events",
+        {
+            "args": vars(args),
+            "index_level": rows,
+            "end_to_end": e2e,
+            "runs": runs,
+            "goal": GOAL,
+            "worst": worst,
+        },
+    )
+    print(f"wrote {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
