@@ -38,8 +38,11 @@ from contract.helpers import active_datastore
 from contract.imaging import run_import
 from dicom_factory import CT_IMAGE_STORAGE, make_instance, uid
 from openhi.testing import RunningServer
+from openhi.testing.plugin import deployment
 from openhi.testing.server import free_port
 from orthanc_peer import ORTHANC_AET, orthanc_dicom, store  # noqa: F401  (orthanc_dicom: the fixture)
+
+pytestmark = pytest.mark.deployment_aware  # the corpus fixture starts the selected deployment
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 ELE, IVLE = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"
@@ -156,20 +159,24 @@ def _files() -> tuple[dict[str, bytes], dict[str, str], dict[str, str], dict[str
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corpus]:
+def corpus(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corpus]:
+    """The selected deployment (embedded, or distributed like the plugin's) with the DICOM port on."""
     dest = StorageSCP("DEST", [ELE, IVLE, *HTJ2K_SYNTAXES]).start()
     ele_only = StorageSCP("ELEONLY", [ELE, IVLE]).start()
     dicom_port = free_port()
-    server = RunningServer(
-        tmp_path_factory.mktemp("dimse-qr"),
-        extra_args=[
-            "--dicom-port", str(dicom_port),
-            "--dicom-peer", f"DEST=127.0.0.1:{dest.port}",
-            "--dicom-peer", f"ELEONLY=127.0.0.1:{ele_only.port}",
-            "--dicom-peer", "NOBODY=127.0.0.1:9",
-        ],
-    )  # fmt: skip
-    server.start()
+    args = [
+        "--dicom-port", str(dicom_port),
+        "--dicom-peer", f"DEST=127.0.0.1:{dest.port}",
+        "--dicom-peer", f"ELEONLY=127.0.0.1:{ele_only.port}",
+        "--dicom-peer", "NOBODY=127.0.0.1:9",
+    ]  # fmt: skip
+    server: Any
+    if deployment(request.config) == "distributed":
+        from openhi.testing.distributed import DistributedDeployment
+
+        server = DistributedDeployment(tmp_path_factory.mktemp("dimse-qr"), extra_args=args).start()
+    else:
+        server = RunningServer(tmp_path_factory.mktemp("dimse-qr"), extra_args=args).start()
     try:
         client = server.client()
         ds = active_datastore(client, CALLED)
@@ -180,6 +187,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corpus]:
         yield Corpus(server, dicom_port, ds, files, studies, series_uids, sops, dest, ele_only)
     finally:
         server.stop()
+        if hasattr(server, "close"):
+            server.close()
         dest.stop()
         ele_only.stop()
 

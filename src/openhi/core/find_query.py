@@ -19,8 +19,8 @@ from pydicom.multival import MultiValue
 
 from openhi.core.dicom_query import BY_KEYWORD, BY_TAG, COUNTS, Attribute, DicomQuery, Kind, Level, Match
 from openhi.core.errors import ValidationError
-from openhi.core.qido_parse import _match as qido_match
 from openhi.core.qido_parse import check_uid, level_order
+from openhi.core.qido_parse import value_match as qido_match
 
 #: Information models (PS3.4 C.6.1 / C.6.2), by the root they are named after
 PATIENT_ROOT = "PATIENT"

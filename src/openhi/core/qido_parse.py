@@ -144,7 +144,7 @@ def _range_or_single(attr: Attribute, name: str, value: str) -> Match:
     return Match(attr, Kind.RANGE, (check(low, name) if low else "", check(high, name) if high else ""))
 
 
-def _match(attr: Attribute, name: str, value: str, fuzzy: bool) -> Match:
+def value_match(attr: Attribute, name: str, value: str, fuzzy: bool) -> Match:
     """The match of a non-empty, non-universal value. Raises ValidationError."""
     if len(value) > MAX_VALUE:
         raise ValidationError(f"The value of {name} is longer than {MAX_VALUE} characters.")
@@ -296,7 +296,7 @@ def parse_qido(
             parser.ignored.append(name)  # an attribute the index cannot match: returned when it can be
             parser.add_include(tag)
             continue
-        match = _match(found, name, value, fuzzy)
+        match = value_match(found, name, value, fuzzy)
         previous = matches.get(found.tag)
         matches[found.tag] = match if previous is None else _merge(previous, match, name)
 

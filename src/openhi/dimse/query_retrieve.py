@@ -198,32 +198,11 @@ class QueryRetrieve:
         yield from retrieve.sub_operations(source, found, accepted, Cancel(event))
 
 
-def storage_roles(event: Any) -> None:
-    """EVT_CONN_OPEN: let this association's storage contexts take the SCP/SCU role selection of a C-GET SCU.
-
-    C-GET sends its C-STOREs back on the requesting association, so the SCU proposes the SCP role for
-    the storage SOP classes (PS3.4 C.4.3, PS3.7 D.3.3.4); pynetdicom accepts that role only for a
-    supported context whose ``scu_role`` and ``scp_role`` are set (both True: a Storage SCU that proposes
-    both roles keeps them; one that proposes none keeps the default). Set on the association's own copy
-    of the listener's contexts, before the A-ASSOCIATE-RQ is negotiated.
-    """
-    for cx in event.assoc.acceptor.supported_contexts:
-        if str(cx.abstract_syntax) in _NOT_STORAGE:
-            continue
-        if cx.scu_role is None or cx.scp_role is None:
-            cx.scu_role = True
-            cx.scp_role = True
-
-
-_NOT_STORAGE = frozenset({*FIND, *MOVE, *GET, VERIFICATION})
-
-
 def handlers(services: Any, settings: DimseSettings) -> list[tuple[Any, Callable[..., Any]]]:
-    """pynetdicom event bindings of the Query/Retrieve SCP: EVT_C_FIND, EVT_C_MOVE and EVT_C_GET, and
-    EVT_CONN_OPEN (:func:`storage_roles`)."""
+    """pynetdicom event bindings of the Query/Retrieve SCP: EVT_C_FIND, EVT_C_MOVE and EVT_C_GET (the
+    listener's storage contexts accept the SCP role a C-GET SCU selects: openhi.dimse.ae)."""
     qr = QueryRetrieve(services, settings)
     return [
-        (evt.EVT_CONN_OPEN, storage_roles),
         (evt.EVT_C_FIND, qr.on_find),
         (evt.EVT_C_MOVE, qr.on_move),
         (evt.EVT_C_GET, qr.on_get),
