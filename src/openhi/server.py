@@ -213,6 +213,7 @@ def build_app(config: ServerConfig, host: str, web: WebAccess | None = None) -> 
     guard = request_guard(config.throttle, config.faults)
     observer = request_observer(config.log_format, config.metrics_public)
     services = build_services(config)
+    services.dimse = config.dimse
     sessions = configure_sessions(services, config.credentials)  # the console's sign-in cookies
     if config.dimse.port is not None:
         try:

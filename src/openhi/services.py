@@ -90,6 +90,7 @@ class Services:
     dicom_reads: DicomReader
     stow: StowService
     worker: ImportWorker | None = None
+    dimse: DimseSettings | None = None  # the DICOM port's settings (peers for openhi's send route)
     scratch_dir: Path | None = None  # request bodies streamed to disk (uploads); None: the system's
     resource_info: ResourceInfo = field(init=False)
     #: closed first when the services close (front doors beside HTTP: the DICOM listener)

@@ -9,6 +9,7 @@ instance is compared pixel for pixel with the file it came from.
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import subprocess
 import threading
@@ -501,6 +502,51 @@ def test_move_study_to_a_peer_as_stored(corpus: Corpus) -> None:
     assert [s.NumberOfRemainingSuboperations for s in pending] == list(range(7, -1, -1))
     assert_pixel_exact(corpus, corpus.dest.received, corpus.sops["A1"] + corpus.sops["A2"])
     assert set(corpus.dest.syntax_of.values()) <= set(HTJ2K_SYNTAXES)  # the stored syntax, not decoded
+
+
+def _send(corpus: Corpus, body: dict[str, Any]) -> httpx.Response:
+    """POST /openhi/datastore/{ds}/send, signed (openhi's own routes always are)."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    url = f"{corpus.server.endpoint}/openhi/datastore/{corpus.ds}/send"
+    data = json.dumps(body).encode()
+    request = AWSRequest(method="POST", url=url, data=data, headers={"Content-Type": "application/json"})
+    SigV4Auth(Credentials("test", "test"), "medical-imaging", "us-east-1").add_auth(request)
+    return httpx.post(url, content=data, headers=dict(request.headers.items()), timeout=120)
+
+
+def test_the_send_route_pushes_a_study_to_a_known_peer(corpus: Corpus) -> None:
+    corpus.dest.clear()
+    answer = _send(corpus, {"destination": "DEST", "studyInstanceUID": corpus.study["A"]})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {
+        "destination": "DEST", "completed": 8, "failed": 0, "warning": 0, "failedSOPInstanceUIDs": []
+    }  # fmt: skip
+    assert_pixel_exact(corpus, corpus.dest.received, corpus.sops["A1"] + corpus.sops["A2"])
+    corpus.ele_only.clear()
+    one = _send(
+        corpus,
+        {
+            "destination": "ELEONLY",
+            "studyInstanceUID": corpus.study["A"],
+            "seriesInstanceUID": corpus.series["A2"],
+        },
+    )
+    assert one.status_code == 200 and one.json()["completed"] == len(corpus.sops["A2"])
+    assert_pixel_exact(corpus, corpus.ele_only.received, corpus.sops["A2"])  # decoded for this peer
+
+
+def test_the_send_route_refuses_unknown_peers_and_bad_bodies(corpus: Corpus) -> None:
+    unknown = _send(corpus, {"destination": "ELSEWHERE", "studyInstanceUID": corpus.study["A"]})
+    assert unknown.status_code == 400 and "not a known DICOM peer" in unknown.json()["message"]
+    assert _send(corpus, {"destination": "DEST", "studyInstanceUID": "1.2.x"}).status_code == 400
+    assert _send(corpus, {"destination": "DEST"}).status_code == 400
+    missing = _send(corpus, {"destination": "DEST", "studyInstanceUID": "1.2.3.4.5.6.999"})
+    assert missing.status_code == 404
+    refused = _send(corpus, {"destination": "NOBODY", "studyInstanceUID": corpus.study["A"]})
+    assert refused.status_code == 400 and "refused or did not answer" in refused.json()["message"]
 
 
 def test_move_series_to_a_peer_that_takes_only_uncompressed(corpus: Corpus) -> None:

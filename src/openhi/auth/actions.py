@@ -52,8 +52,9 @@ OPENHI_ACTIONS = (
     "GetFaults",  # GET /openhi/faults: the fault-injection rules in force
     "PutFaults",  # PUT /openhi/faults: replace them
     "DeleteFaults",  # DELETE /openhi/faults: clear them
-    "GetEvents",  # GET /openhi/events: the event feed (H14's route; added here so the table builds)
+    "GetEvents",  # GET /openhi/events: the event feed
     "GetMetrics",  # GET /metrics: the Prometheus metrics (open instead with serve --metrics-public)
+    "SendDICOM",  # POST /openhi/datastore/{id}/send: push a study or series to a --dicom-peer (C-STORE)
 )
 
 KNOWN_ACTIONS: frozenset[str] = frozenset(

@@ -12,6 +12,7 @@ from openhi.auth.resources import image_set_targets
 from openhi.auth.routes import Request, Route
 from openhi.awsapi.serializer import WireResponse
 from openhi.core.diff import diff_versions
+from openhi.dimse.send_route import ROUTES as SEND_ROUTES
 from openhi.handlers.events import ROUTES as EVENT_ROUTES
 from openhi.handlers.uploads import UPLOAD_ROUTES
 
@@ -55,4 +56,5 @@ ROUTES: tuple[Route, ...] = (
     ),
     *UPLOAD_ROUTES,
     *EVENT_ROUTES,
+    *SEND_ROUTES,
 )
