@@ -174,3 +174,41 @@ def test_many_threads_share_one_limit(aws_limits: RunningServer) -> None:
     assert all(a["datastoreProperties"]["datastoreId"] == ds for a in answers)
     assert sum(a["ResponseMetadata"]["RetryAttempts"] for a in answers) > 0
     assert elapsed >= (60 - 20) / 10 - 0.5
+
+
+@pytest.mark.embedded_only("starts a server of its own with the DICOM port")
+def test_dicom_associations_are_limited_per_calling_ae(tmp_path: Path) -> None:
+    """A profile limiting ``openhi:DicomAssociation``: a calling AE title over its rate is refused
+    (A-ASSOCIATE-RJ, rejected-transient, local limit exceeded); another AE title is not."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    from openhi.testing.server import free_port
+
+    profile = tmp_path / "limits.json"
+    profile.write_text(json.dumps({"operations": {"openhi:DicomAssociation": {"rate": 0.01, "burst": 1}}}))
+    port = free_port()
+    args = ["--throttle", str(profile), "--dicom-port", str(port)]
+    with RunningServer(tmp_path / "data", extra_args=args) as server:
+        assert server.client().list_datastores()["datastoreSummaries"] == []  # the API is not limited
+
+        def echo(calling: str) -> Any:
+            ae = AE(ae_title=calling)
+            ae.add_requested_context(Verification)
+            assoc = ae.associate("127.0.0.1", port, ae_title="OPENHI")
+            if assoc.is_established:
+                status = assoc.send_c_echo()
+                assoc.release()
+                return int(status.Status)
+            return assoc.acceptor.primitive
+
+        deadline = time.monotonic() + 20
+        first = echo("LIMITED")
+        while first != 0x0000 and time.monotonic() < deadline:  # the listener may still be starting
+            time.sleep(0.2)
+            first = echo("LIMITED")
+        assert first == 0x0000
+        refused = echo("LIMITED")
+        assert refused is not None and not isinstance(refused, int)
+        assert (refused.result, refused.result_source, refused.diagnostic) == (0x02, 0x03, 0x02)
+        assert echo("OTHER") == 0x0000

@@ -24,7 +24,10 @@ from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAsso
 
 from openhi.codec import transfer_syntax as tsx
 from openhi.dimse.settings import DimseSettings
+from openhi.throttle.guard import admit
 
+#: the operation name under which --throttle limits a calling AE title's associations
+ASSOCIATION_ACTION = "openhi:DicomAssociation"
 log = logging.getLogger("openhi.dimse")
 
 #: The syntaxes a Storage SCP accepts: the uncompressed ones first (preferred when a context offers
@@ -82,6 +85,8 @@ class _GatedAcse(ACSE):
         except Exception:  # the index is down, say: a transient refusal, no reason given
             log.exception("DICOM association check failed")
             refusal = (0x02, 0x01, 0x01)
+        if refusal is None and admit(f"dicom:{calling or address}", ASSOCIATION_ACTION) is not None:
+            refusal = (0x02, 0x03, 0x02)  # rate limit (--throttle): transient, local limit exceeded
         if refusal is not None:
             log.info("refused association %s -> %s from %s: %s", calling, called, address, refusal)
             self.requestor.ae_title = calling
