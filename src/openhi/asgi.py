@@ -30,6 +30,7 @@ from openhi.awsapi.router import RouteNotFound
 from openhi.awsapi.serializer import WireResponse, serialize_error, serialize_route_not_found
 from openhi.awsapi.service import load_service_model
 from openhi.awsapi.sigv4 import SigV4Verifier
+from openhi.console.errors import error_ring
 from openhi.console.routes import ROUTES as CONSOLE_ROUTES
 from openhi.console.session import SessionSecrets, browser_session
 from openhi.core.errors import AccessDeniedError, OpenHIError, ValidationError
@@ -358,6 +359,7 @@ class OpenHIApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                error_ring()  # the console's recent errors: after the server configured logging
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await anyio.to_thread.run_sync(self.services.close)

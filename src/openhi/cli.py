@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a calling AE title allowed; repeatable",
     )
     dicom.add_argument(
-        "--dicom-max-associations", type=int, default=10, help="concurrent associations (default 10)"
+        "--dicom-max-associations", type=int, default=32, help="concurrent associations (default 32)"
     )
     dicom.add_argument("--dicom-tls-cert", default=None, help="DICOM TLS: the server certificate (PEM)")
     dicom.add_argument("--dicom-tls-key", default=None, help="DICOM TLS: the certificate's private key (PEM)")

@@ -50,12 +50,15 @@ _RING: list[ErrorRing] = []
 
 
 def error_ring() -> ErrorRing:
-    """The process's ring, attached to the root logger on first use (idempotent)."""
+    """The process's ring, attached to the root logger (again, when a logging configuration replaced the
+    root's handlers since: uvicorn configures logging after the app is built)."""
     if not _RING:
-        ring = ErrorRing()
-        logging.getLogger().addHandler(ring)
-        _RING.append(ring)
-    return _RING[0]
+        _RING.append(ErrorRing())
+    ring = _RING[0]
+    root = logging.getLogger()
+    if ring not in root.handlers:
+        root.addHandler(ring)
+    return ring
 
 
 STARTED_AT = time.time()

@@ -15,7 +15,6 @@ from openhi.auth.resources import request_targets
 from openhi.auth.routes import Request, Route
 from openhi.awsapi.serializer import WireResponse
 from openhi.console import imageset, imports, login, pages, search, viewer
-from openhi.console.errors import error_ring
 from openhi.console.render import STATIC_DIR, static_file
 from openhi.console.viewer_install import PREFIX
 
@@ -70,4 +69,3 @@ ROUTES: list[Route] = [
     _route("GET", PREFIX + "{path+}", "ListDatastores", viewer.viewer_file, "viewer-files"),
 ]
 
-error_ring()  # recent errors of this process, from the moment the console's routes are loaded

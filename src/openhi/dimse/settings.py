@@ -15,7 +15,7 @@ class DimseSettings:
     datastore: str | None = None  # where incoming instances go (None: one datastore named like the called AE)
     peers: dict[str, str] = field(default_factory=dict)  # AE title -> "host:port" (C-MOVE destinations)
     allow: list[str] = field(default_factory=list)  # calling AE titles / addresses allowed (empty: any)
-    max_associations: int = 10
+    max_associations: int = 32
     acse_timeout: float = 30.0
     dimse_timeout: float = 30.0
     network_timeout: float = 60.0
