@@ -16,6 +16,11 @@ FORBIDDEN_IN_CORE = (
     "openhi.server",
     "openhi.services",
     "openhi.dicomweb",
+    "openhi.dimse",
+    "openhi.console",
+    "openhi.throttle",
+    "openhi.metrics",
+    "openhi.observability",
     "starlette",
     "uvicorn",
     "botocore",
@@ -23,6 +28,9 @@ FORBIDDEN_IN_CORE = (
     "sqlite3",
     "psycopg",
     "obstore",
+    "pynetdicom",
+    "jinja2",
+    "prometheus_client",
 )
 
 
