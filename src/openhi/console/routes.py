@@ -68,4 +68,3 @@ ROUTES: list[Route] = [
     _route("GET", PREFIX, "ListDatastores", viewer.viewer_file, "viewer-index"),
     _route("GET", PREFIX + "{path+}", "ListDatastores", viewer.viewer_file, "viewer-files"),
 ]
-
