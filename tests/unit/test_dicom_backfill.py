@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_dicom_index import DICOM_TABLES, _create, _doc
+from test_dicom_index import _create, _doc
+from test_dicom_index import index as index  # the same fixture: SQLite and PostgreSQL
 
 from openhi.core.dicom_backfill import backfill
 from openhi.core.env import Env
@@ -17,26 +17,6 @@ from openhi.ports.index import MetadataIndex
 from openhi.storage.blobs_memory import MemoryBlobStore
 from openhi.storage.sqlite.index import SqliteIndex
 from openhi.storage.tasks_threads import ThreadTaskRunner
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def index(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[MetadataIndex]:
-    if request.param == "sqlite":
-        idx: Any = SqliteIndex(str(tmp_path / "index.sqlite3"))
-        yield idx
-        idx.close()
-        return
-    schemas: Any = request.getfixturevalue("pg_schemas")
-    import pg
-    from openhi.storage.postgres.index import PostgresIndex
-
-    idx = PostgresIndex(schemas.url, schema=schemas.run)
-    try:
-        yield idx
-    finally:
-        idx.close()
-        schemas.truncate(schemas.run)
-        pg.execute(schemas.run, f"TRUNCATE {', '.join(DICOM_TABLES)}")
 
 
 def _env(index: MetadataIndex, blobs: MemoryBlobStore) -> Env:

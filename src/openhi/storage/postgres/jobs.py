@@ -78,11 +78,7 @@ class JobQueueTables(ImageSetTables):
                 ).fetchone()
                 if owner is None:
                     raise _Abort("lease_lost")
-                for head, version, frames in creations:
-                    q.create(cur, POSTGRES, head, version, frames)
-                for commit, expected in sorted(appends, key=lambda a: a[0].image_set_id):
-                    if not q.append_version(cur, POSTGRES, datastore_id, commit, expected):
-                        raise _Abort("conflict")
+                _write_sets(cur, datastore_id, creations, appends)
                 _finish(cur, job, worker_id)
         except _Abort as abort:
             return abort.outcome
@@ -99,16 +95,27 @@ class JobQueueTables(ImageSetTables):
         """commit_import without a job: every creation and append in one transaction, or nothing."""
         try:
             with self.db.tx() as cur:
-                for head, version, frames in creations:
-                    q.create(cur, POSTGRES, head, version, frames)
-                for commit, expected in sorted(appends, key=lambda a: a[0].image_set_id):
-                    if not q.append_version(cur, POSTGRES, datastore_id, commit, expected):
-                        raise _Abort("conflict")
+                _write_sets(cur, datastore_id, creations, appends)
         except _Abort as abort:
             return abort.outcome
         except _RACES:
             return "conflict"
         return "ok"
+
+
+def _write_sets(
+    cur: Cur,
+    datastore_id: str,
+    creations: list[tuple[ImageSet, ImageSetVersion, list[FrameRef]]],
+    appends: list[tuple[VersionCommit, int]],
+) -> None:
+    """Create every new image set and append every version (import and store commits); raises _Abort
+    ("conflict") when an appended set moved on (a second live primary raises one of _RACES)."""
+    for head, version, frames in creations:
+        q.create(cur, POSTGRES, head, version, frames)
+    for commit, expected in sorted(appends, key=lambda a: a[0].image_set_id):
+        if not q.append_version(cur, POSTGRES, datastore_id, commit, expected):
+            raise _Abort("conflict")
 
 
 def _finish(cur: Cur, job: ImportJob, worker_id: str) -> bool:

@@ -72,16 +72,7 @@ class JobQueueTables(ImageSetTables):
                 ).fetchone()
                 if owner is None:
                     raise _Abort("lease_lost")
-                for head, version, frames in creations:
-                    try:
-                        q.insert_head(conn, SQLITE, head)
-                    except sqlite3.IntegrityError:  # another live primary set of this series
-                        raise _Abort("conflict") from None
-                    q.insert_version(conn, SQLITE, version)
-                    q.insert_frames(conn, SQLITE, head.id, frames)
-                for commit, expected in sorted(appends, key=lambda a: a[0].image_set_id):
-                    if not q.append_version(conn, SQLITE, datastore_id, commit, expected):
-                        raise _Abort("conflict")
+                _write_sets(conn, datastore_id, creations, appends)
                 _finish(conn, job, worker_id)
         except _Abort as abort:
             return abort.outcome
@@ -96,19 +87,30 @@ class JobQueueTables(ImageSetTables):
         """commit_import without a job: every creation and append in one transaction, or nothing."""
         try:
             with self.db.write() as conn:
-                for head, version, frames in creations:
-                    try:
-                        q.insert_head(conn, SQLITE, head)
-                    except sqlite3.IntegrityError:  # another live primary set of this series
-                        raise _Abort("conflict") from None
-                    q.insert_version(conn, SQLITE, version)
-                    q.insert_frames(conn, SQLITE, head.id, frames)
-                for commit, expected in sorted(appends, key=lambda a: a[0].image_set_id):
-                    if not q.append_version(conn, SQLITE, datastore_id, commit, expected):
-                        raise _Abort("conflict")
+                _write_sets(conn, datastore_id, creations, appends)
         except _Abort as abort:
             return abort.outcome
         return "ok"
+
+
+def _write_sets(
+    conn: sqlite3.Connection,
+    datastore_id: str,
+    creations: list[tuple[ImageSet, ImageSetVersion, list[FrameRef]]],
+    appends: list[tuple[VersionCommit, int]],
+) -> None:
+    """Create every new image set and append every version (import and store commits); raises _Abort
+    ("conflict") when another live primary set of a series exists or an appended set moved on."""
+    for head, version, frames in creations:
+        try:
+            q.insert_head(conn, SQLITE, head)
+        except sqlite3.IntegrityError:  # another live primary set of this series
+            raise _Abort("conflict") from None
+        q.insert_version(conn, SQLITE, version)
+        q.insert_frames(conn, SQLITE, head.id, frames)
+    for commit, expected in sorted(appends, key=lambda a: a[0].image_set_id):
+        if not q.append_version(conn, SQLITE, datastore_id, commit, expected):
+            raise _Abort("conflict")
 
 
 def _finish(conn: sqlite3.Connection, job: ImportJob, worker_id: str) -> bool:
