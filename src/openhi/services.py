@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import secrets
@@ -123,6 +124,14 @@ class Services:
 def _warm_worker() -> None:
     """Import the pixel stack in a pool process so the first import job doesn't pay for it."""
     import openhi.core.import_run  # noqa: F401
+    from openhi.core import telemetry
+    from openhi.dicom.warmup import warm_up
+
+    telemetry.warm()  # the metrics sink (prometheus_client) loads now, not during the first job's files
+    try:
+        warm_up()  # the whole pixel path once: the first file of the first job costs what the others do
+    except Exception:  # a warm-up is never worth a broken worker
+        logging.getLogger("openhi.import").exception("warming up a pixel worker failed")
 
 
 def _started() -> None:

@@ -54,6 +54,11 @@ def _current() -> Sink | None:
     return _sink
 
 
+def warm() -> None:
+    """Load this process's sink now (a pixel-pool process at start, not during its first file)."""
+    _current()
+
+
 def import_job(status: str, outcome: Outcome) -> None:
     """An import job ended with ``status`` (COMPLETED or FAILED); its files' outcome."""
     sink = _current()
