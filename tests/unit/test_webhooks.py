@@ -127,3 +127,89 @@ def test_delivery_filters_retries_with_backoff_and_keeps_order(receiver: Any) ->
     deliverer.stop()
     assert index.webhook_cursors()[0].lease_owner is None
     index.close()
+
+
+class _KeepAliveReceiver:
+    """An HTTP/1.1 receiver counting connections and POSTs; ``close_after`` answers close the connection
+    from the receiver's side right after the answer (as an idle timeout would)."""
+
+    def __init__(self, status: int = 200, close_after: bool = False) -> None:
+        self.connections = 0
+        self.bodies: list[bytes] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                owner.connections += 1
+
+            def do_POST(self) -> None:
+                owner.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                if close_after:
+                    self.wfile.flush()
+                    self.connection.shutdown(2)  # gone without a Connection: close header
+                    self.close_connection = True
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook?x=1"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_poster_keeps_one_connection_for_many_posts() -> None:
+    from openhi.core.webhooks import Poster
+
+    receiver = _KeepAliveReceiver()
+    poster = Poster(Webhook(receiver.url, "k"))
+    try:
+        for n in range(5):
+            assert poster.post(f"{n}".encode(), {"Content-Type": "application/json"}) is None
+    finally:
+        poster.close()
+        receiver.stop()
+    assert receiver.bodies == [b"0", b"1", b"2", b"3", b"4"]
+    assert receiver.connections == 1
+
+
+def test_poster_sends_again_on_a_new_connection_when_the_kept_one_was_closed() -> None:
+    import time
+
+    from openhi.core.webhooks import Poster
+
+    receiver = _KeepAliveReceiver(close_after=True)
+    poster = Poster(Webhook(receiver.url, "k"))
+    try:
+        assert poster.post(b"a", {}) is None
+        time.sleep(0.05)  # the receiver's close has reached us
+        assert poster.post(b"b", {}) is None
+    finally:
+        poster.close()
+        receiver.stop()
+    assert receiver.bodies == [b"a", b"b"]
+    assert receiver.connections == 2
+
+
+def test_poster_reports_a_refusal_and_an_unreachable_receiver() -> None:
+    from openhi.core.webhooks import Poster
+
+    receiver = _KeepAliveReceiver(status=503)
+    poster = Poster(Webhook(receiver.url, "k"))
+    try:
+        assert poster.post(b"x", {}) == "HTTP 503"
+    finally:
+        poster.close()
+        receiver.stop()
+    gone = Poster(Webhook(receiver.url, "k", timeout_seconds=2.0))
+    error = gone.post(b"x", {})
+    assert error is not None and "ConnectionRefused" in error

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import json
 import logging
+import socket
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from openhi.core.env import Env
 from openhi.core.events import envelope, matches
@@ -145,18 +146,67 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
+#: what a keep-alive connection the receiver closed meanwhile raises; the POST is sent once more on a new one
+_DROPPED = (http.client.RemoteDisconnected, http.client.BadStatusLine, BrokenPipeError, ConnectionResetError)
+
+
+class Poster:
+    """POSTs to one webhook on a keep-alive HTTP/1.1 connection (one thread uses it at a time)."""
+
+    def __init__(self, hook: Webhook) -> None:
+        self.hook = hook
+        parts = urlsplit(hook.url)
+        self._https = parts.scheme == "https"
+        self._netloc = parts.netloc
+        self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._conn: http.client.HTTPConnection | None = None
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            conn = cls(self._netloc, timeout=self.hook.timeout_seconds)
+            conn.connect()
+            # headers and body go out in two writes: without this, Nagle's algorithm holds the body of a
+            # request on a kept connection until the receiver's delayed ACK of the headers
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._conn = conn
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def post(self, body: bytes, headers: dict[str, str]) -> str | None:
+        """POST ``body``; None on a 2xx answer, else why not (the attempt failed)."""
+        for attempt in (0, 1):
+            try:
+                conn = self._connection()
+                conn.request("POST", self._target, body=body, headers=headers)
+                resp = conn.getresponse()
+                resp.read(65536)
+                status = int(resp.status)
+                if resp.will_close or resp.length:  # closing, or an answer longer than we read
+                    self.close()
+            except _DROPPED as exc:
+                self.close()
+                if attempt == 0:
+                    continue  # a kept connection the receiver had closed: one more try on a new one
+                return f"{type(exc).__name__}: {exc}"
+            except (OSError, ValueError, http.client.HTTPException) as exc:
+                self.close()
+                return f"{type(exc).__name__}: {exc}"
+            return None if 200 <= status < 300 else f"HTTP {status}"
+        raise AssertionError("unreachable")
+
+
 def post(hook: Webhook, body: bytes, headers: dict[str, str]) -> str | None:
-    """POST ``body`` to the webhook; None on a 2xx answer, else why not (the attempt failed)."""
-    request = urllib.request.Request(hook.url, data=body, method="POST", headers=headers)
+    """POST ``body`` to the webhook on a new connection; None on a 2xx answer, else why not."""
+    poster = Poster(hook)
     try:
-        with urllib.request.urlopen(request, timeout=hook.timeout_seconds) as resp:
-            resp.read(65536)
-            status = int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return f"HTTP {exc.code}"
-    except (OSError, ValueError) as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return None if 200 <= status < 300 else f"HTTP {status}"
+        return poster.post(body, headers)
+    finally:
+        poster.close()
 
 
 class WebhookDeliverer:
@@ -172,6 +222,7 @@ class WebhookDeliverer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._held: dict[str, tuple[float, int]] = {}
+        self._posters = {hook.name: Poster(hook) for hook in self.hooks}
 
     def start(self) -> WebhookDeliverer:
         if self.hooks and self._thread is None:
@@ -186,6 +237,8 @@ class WebhookDeliverer:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        for poster in self._posters.values():
+            poster.close()
         for hook in self.hooks:
             try:
                 self.env.index.release_webhook(hook.name, self.owner)
@@ -227,7 +280,7 @@ class WebhookDeliverer:
                 until = claimed + hook.lease_seconds
                 if index.claim_webhook(hook.name, self.owner, claimed, until, hook.from_end) is None:
                     return moved
-            error = post(hook, *self._request(hook, event, cursor.attempts + 1))
+            error = self._posters[hook.name].post(*self._request(hook, event, cursor.attempts + 1))
             if error is not None:
                 attempts = cursor.attempts + 1
                 wait = hook.backoff(attempts)
