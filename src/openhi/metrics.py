@@ -80,8 +80,15 @@ IMPORT_INSTANCES = Counter(
 )
 TRANSCODE = Histogram(
     "openhi_transcode_seconds",
-    "Pixel work per stored instance (import jobs and STOW-RS): decode, lossless encode and the bit-exact "
-    "verification of the encoded frames.",
+    "Pixel work per stored instance (import jobs, STOW-RS, C-STORE) but the verification: parsing the file, "
+    "decoding its frames and the lossless encode.",
+    buckets=TRANSCODE_BUCKETS,
+    registry=_REGISTRY,
+)
+VERIFICATION = Histogram(
+    "openhi_verification_seconds",
+    "The bit-exact verification per transcoded instance: decoding the encoded frames and comparing them "
+    "with the source pixels.",
     buckets=TRANSCODE_BUCKETS,
     registry=_REGISTRY,
 )
@@ -194,6 +201,9 @@ class CoreSink:
     def transcode_seconds(self, seconds: float) -> None:
         TRANSCODE.observe(seconds)
 
+    def verification_seconds(self, seconds: float) -> None:
+        VERIFICATION.observe(seconds)
+
 
 def core_sink() -> CoreSink:
     """The sink a pixel-pool process finds through ``OPENHI_TELEMETRY_SINK``."""
@@ -266,6 +276,12 @@ def _queued_jobs(services: Any) -> dict[str, float]:
     return counts
 
 
+def _webhook_state(services: Any) -> tuple[int, list[Any]]:
+    """The feed's last sequence number and every webhook's cursor (the index holds them for all processes)."""
+    index = services.env.index
+    return index.last_event_seq(), index.webhook_cursors()
+
+
 def _cached(key: str, compute: Callable[[], T]) -> T:
     now = time.monotonic()
     hit = _cache.get(key)
@@ -277,7 +293,8 @@ def _cached(key: str, compute: Callable[[], T]) -> T:
 
 
 class ServerCollector:
-    """The values a scrape asks for: queue depth (from the index), registered sources, the version."""
+    """The values a scrape asks for: queue depth and webhook backlog (from the index), registered sources,
+    the version."""
 
     def __init__(self, services: Any) -> None:
         self.services = services
@@ -297,6 +314,29 @@ class ServerCollector:
             for status in QUEUED_STATUSES:
                 queue.add_metric([status], counts[status])
             yield queue
+        try:
+            last, cursors = _cached("webhooks", lambda: _webhook_state(self.services))
+        except Exception:  # the index does not answer: the scrape still answers, without the backlog
+            STORE_ERRORS.labels("index").inc()
+        else:
+            yield GaugeMetricFamily(
+                "openhi_events_last_seq", "The sequence number of the event feed's last event.", value=last
+            )
+            backlog = GaugeMetricFamily(
+                "openhi_webhook_backlog_events",
+                "Events of the feed not yet delivered to (or filtered out for) a webhook, by webhook name.",
+                labels=["webhook"],
+            )
+            failing = GaugeMetricFamily(
+                "openhi_webhook_failed_attempts",
+                "Failed delivery attempts in a row at a webhook's next event (0: delivering normally).",
+                labels=["webhook"],
+            )
+            for cursor in cursors:
+                backlog.add_metric([cursor.name], max(0, last - cursor.delivered_seq))
+                failing.add_metric([cursor.name], cursor.attempts)
+            yield backlog
+            yield failing
         for name, (help_text, fn) in list(SOURCES.items()):
             try:
                 value = float(_cached(name, partial(fn, self.services)))

@@ -143,6 +143,10 @@ def test_counters_after_a_known_workload(server: RunningServer) -> None:
     assert value(samples, "openhi_transcode_seconds_count") == 3
     assert value(samples, "openhi_transcode_seconds_bucket", le="+Inf") == 3
     assert value(samples, "openhi_transcode_seconds_sum") > 0
+    # the verification (the second decode and the comparison) apart, once per transcoded instance
+    assert value(samples, "openhi_verification_seconds_count") == 3
+    assert value(samples, "openhi_verification_seconds_bucket", le="+Inf") == 3
+    assert value(samples, "openhi_verification_seconds_sum") > 0
     assert value(samples, "openhi_import_queue_jobs", status="SUBMITTED") == 0
     assert value(samples, "openhi_import_queue_jobs", status="IN_PROGRESS") == 0
     assert value(samples, "openhi_store_errors_total", store="index") == 0
@@ -288,3 +292,62 @@ def test_registered_gauge_sources_are_asked_at_scrape_time(tmp_path: Path) -> No
     assert value(samples, "openhi_test_backlog") == 7
     assert ("openhi_test_broken", frozenset()) not in samples
     assert value(samples, "openhi_import_queue_jobs", status="SUBMITTED") == 0
+
+
+def test_webhook_backlog_and_failures_are_gauges(tmp_path: Path) -> None:
+    import json
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    with socket.socket() as probe:  # a port nobody listens on: every attempt there is refused
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    hooks = tmp_path / "webhooks.json"
+    hooks.write_text(
+        json.dumps(
+            [
+                {"name": "up", "url": f"http://127.0.0.1:{receiver.server_address[1]}/hook"},
+                {"name": "down", "url": f"http://127.0.0.1:{dead_port}/hook", "retry_base_seconds": 0.2},
+            ]
+        )
+    )
+    try:
+        with RunningServer(tmp_path / "data", env={"OPENHI_WEBHOOKS": str(hooks)}) as server:
+            client = server.client()
+            active_datastore(client, "webhook-gauges")  # Data Store Creating, Data Store Created
+
+            def delivered(s: Samples) -> bool:
+                return (
+                    value(s, "openhi_webhook_backlog_events", webhook="up") == 0
+                    and value(s, "openhi_webhook_failed_attempts", webhook="down") >= 1
+                    and value(s, "openhi_events_last_seq") >= 2
+                )
+
+            samples = scrape_until(lambda: signed_get(server, "/metrics"), delivered, timeout=30)
+    finally:
+        receiver.shutdown()
+        receiver.server_close()
+    last = value(samples, "openhi_events_last_seq")
+    assert last == 2
+    assert value(samples, "openhi_webhook_backlog_events", webhook="up") == 0
+    assert len(received) >= 2
+    assert value(samples, "openhi_webhook_backlog_events", webhook="down") == last  # nothing got through
+    assert value(samples, "openhi_webhook_failed_attempts", webhook="down") >= 1
+    assert value(samples, "openhi_webhook_failed_attempts", webhook="up") == 0

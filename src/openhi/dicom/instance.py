@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from io import BytesIO
@@ -83,6 +84,7 @@ class ProcessedInstance:
     warnings: list[dict[str, Any]] = field(default_factory=list)
     metadata_bytes: int = 0  # size of the instance's attributes (every level) as JSON
     mappings: tuple[int, ...] = ()  # dicomMetadataMappings applied, by position
+    verification_seconds: float = 0.0  # decoding the encoded frames again and comparing them (transcodes)
 
 
 class InstanceRejected(Exception):
@@ -179,27 +181,32 @@ def _as_is(
     return raw, entries
 
 
-def _transcode(ds: Dataset, ts: str, stored_ts: str) -> tuple[list[bytes], list[dict[str, Any]]]:
-    """Decode, re-encode losslessly, decode the result and require bit-exact equality per frame."""
+def _transcode(ds: Dataset, ts: str, stored_ts: str) -> tuple[list[bytes], list[dict[str, Any]], float]:
+    """Decode, re-encode losslessly, decode the result and require bit-exact equality per frame; the
+    frames, their entries and the seconds the verification (second decode and comparison) took."""
     if stored_ts == tsx.J2K_LOSSLESS:
         encode, decode = encode_j2k_lossless, decode_j2k_part1
     else:
         encode, decode = encode_htj2k_rpcl, decode_htj2k
     out: list[bytes] = []
     entries: list[dict[str, Any]] = []
+    verifying = 0.0
     for index, pixels in enumerate(decoded_frames(ds, ts)):
         if pixels.ndim == 3 and pixels.shape[2] == 1:
             pixels = pixels[:, :, 0]
         try:
             stored = encode(pixels)
+            started = time.perf_counter()
             decoded = decode(stored)
         except Exception as exc:  # codec errors: imagecodecs raises its own RuntimeError subclasses
             raise _EncodeFailed(str(exc)) from exc
-        if (
-            decoded.shape != pixels.shape
-            or decoded.dtype != pixels.dtype
-            or not np.array_equal(decoded, pixels)
-        ):
+        same = (
+            decoded.shape == pixels.shape
+            and decoded.dtype == pixels.dtype
+            and np.array_equal(decoded, pixels)
+        )
+        verifying += time.perf_counter() - started
+        if not same:
             raise _reject(f"Pixel data verification failed for frame {index + 1}")
         rows, cols = pixels.shape[:2]
         # the decoded frame is a fresh C-contiguous array equal to the source: checksum it as is
@@ -207,7 +214,7 @@ def _transcode(ds: Dataset, ts: str, stored_ts: str) -> tuple[list[bytes], list[
             _frame_entry(cols, rows, crc32(decoded), decoded.nbytes, int(decoded.min()), int(decoded.max()))
         )
         out.append(stored)
-    return out, entries
+    return out, entries, verifying
 
 
 class _EncodeFailed(Exception):
@@ -314,6 +321,7 @@ def _process(
             )
         )
     checksum_type = DECOMPRESSED
+    verifying = 0.0
     if has_pixel_data(ds):
         try:
             info = pixel_info(ds)
@@ -324,7 +332,7 @@ def _process(
             else:
                 raw_split = None if ts in tsx.NATIVE else encapsulated_frames(ds, info)
                 try:
-                    frames, entries = _transcode(ds, ts, stored_ts)
+                    frames, entries, verifying = _transcode(ds, ts, stored_ts)
                 except PixelDataError as exc:
                     if raw_split is None:
                         raise
@@ -356,4 +364,5 @@ def _process(
         warnings=warnings,
         metadata_bytes=metadata_bytes,
         mappings=mappings,
+        verification_seconds=verifying,
     )
