@@ -113,7 +113,10 @@ def _worker(args: argparse.Namespace) -> None:
     from openhi.server import run_worker
 
     config = _config(args, import_threads=max(1, args.threads), api=False, webhooks=_webhooks(args, "worker"))
-    run_worker(config, args.log_level)
+    if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
+        raise SystemExit("openhi worker: --metrics-port must be between 1 and 65535")
+    metrics = (args.metrics_host, args.metrics_port) if args.metrics_port is not None else None
+    run_worker(config, args.log_level, metrics)
 
 
 def _webhooks(args: argparse.Namespace, command: str) -> str | None:
@@ -249,6 +252,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("OPENHI_WEBHOOKS") or None,
         metavar="FILE",
         help="webhooks the event feed is POSTed to: a JSON file (docs/operations.md)",
+    )
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve this worker's Prometheus metrics at http://HOST:PORT/metrics (unauthenticated; off by default)",
+    )
+    worker.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address of --metrics-port (default 127.0.0.1; 0.0.0.0 for a scraper on another machine)",
     )
     worker.set_defaults(func=_worker)
 

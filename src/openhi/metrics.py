@@ -19,7 +19,7 @@ from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -356,6 +356,21 @@ def scrape(services: Any) -> bytes:
         registry.register(_Own())
     registry.register(ServerCollector(services))
     return generate_latest(registry)
+
+
+def serve_worker_metrics(services: Any, host: str, port: int) -> Any:
+    """``GET /metrics`` of an ``openhi worker`` on ``host:port`` (its own small HTTP server, no
+    authentication, like ``--metrics-public``): its processes' values, the queue and the webhook backlog.
+    Returns the server (``shutdown()`` stops it).
+
+    Raises:
+        OSError: the address cannot be bound.
+    """
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    registry.register(ServerCollector(services))
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    return server
 
 
 class _Own:

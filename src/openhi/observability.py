@@ -29,16 +29,33 @@ def prepare_serve(log_format: str, log_level: str) -> dict[str, Any]:
     ``PROMETHEUS_MULTIPROC_DIR`` is set already; removed when this process exits), the core's sink for the
     processes they start, and logging for ``log_format``. Returns the uvicorn settings to add
     (``log_config``)."""
+    _multiprocess_folder(remove_on_sigterm=True)
+    return {"log_config": configure(log_format, log_level)}
+
+
+def prepare_worker() -> None:
+    """Before ``openhi worker`` starts its pixel pool (with ``--metrics-port``): the folder its processes
+    write their values to (removed when it exits) and the core's sink for them and for itself."""
+    _multiprocess_folder(remove_on_sigterm=False)  # the worker ends its own loop on SIGTERM: atexit runs
+    from openhi import metrics
+
+    telemetry.install(metrics.CoreSink())
+    metrics.count_store_errors(logging.getLogger("openhi"))
+
+
+def _multiprocess_folder(*, remove_on_sigterm: bool) -> None:
+    """``PROMETHEUS_MULTIPROC_DIR``: a fresh folder removed at exit, unless one is set already; and the
+    sink the processes started from here find."""
     if not os.environ.get(MULTIPROC_ENV):
         folder = tempfile.mkdtemp(prefix="openhi-metrics-")
         os.environ[MULTIPROC_ENV] = folder
         atexit.register(_remove_folder, folder)
-        _remove_on_sigterm(folder)
+        if remove_on_sigterm:
+            _remove_on_sigterm(folder)
     values: Any = sys.modules.get("prometheus_client.values")
     if values is not None:  # loaded before the folder was set: the metrics created from now on use it
         values.ValueClass = values.get_value_class()
     os.environ.setdefault(telemetry.SINK_ENV, "openhi.metrics:core_sink")
-    return {"log_config": configure(log_format, log_level)}
 
 
 def _remove_on_sigterm(folder: str) -> None:

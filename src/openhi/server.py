@@ -368,20 +368,47 @@ def app_from_environment() -> OpenHIApp:
     return build_app(ServerConfig(**raw), host, web)
 
 
-def run_worker(config: ServerConfig, log_level: str = "info") -> None:
-    """Run import workers only (no API) until SIGTERM/SIGINT; a running job gives its lease back."""
+def run_worker(
+    config: ServerConfig, log_level: str = "info", metrics_address: tuple[str, int] | None = None
+) -> None:
+    """Run import workers only (no API) until SIGTERM/SIGINT; a running job gives its lease back.
+    ``metrics_address`` (host, port): serve ``/metrics`` there (its own HTTP server, unauthenticated).
+
+    Raises:
+        StartupError: the metrics address cannot be bound.
+    """
     check_codecs()
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    if metrics_address is not None:
+        from openhi.observability import prepare_worker
+
+        prepare_worker()  # before the pixel pool starts: its processes write to the same folder
     services = build_services(dataclasses.replace(config, api=False))
-    worker = services.worker
-    logging.getLogger("openhi.worker").info(
-        "openhi worker %s ready (%d threads)", worker.worker_id if worker else "-", config.import_threads
-    )
+    metrics_server = None
     try:
+        if metrics_address is not None:
+            from openhi.metrics import serve_worker_metrics
+
+            host, port = metrics_address
+            try:
+                metrics_server = serve_worker_metrics(services, host, port)
+            except OSError as exc:
+                raise StartupError(f"cannot serve metrics on {host}:{port}: {exc}") from None
+        worker = services.worker
+        logging.getLogger("openhi.worker").info(
+            "openhi worker %s ready (%d threads)%s",
+            worker.worker_id if worker else "-",
+            config.import_threads,
+            f"; metrics on http://{metrics_address[0]}:{metrics_address[1]}/metrics"
+            if metrics_address
+            else "",
+        )
         while not stop.wait(1.0):
             pass
     finally:
+        if metrics_server is not None:
+            metrics_server.shutdown()
         services.close()

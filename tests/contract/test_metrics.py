@@ -351,3 +351,59 @@ def test_webhook_backlog_and_failures_are_gauges(tmp_path: Path) -> None:
     assert value(samples, "openhi_webhook_backlog_events", webhook="down") == last  # nothing got through
     assert value(samples, "openhi_webhook_failed_attempts", webhook="down") >= 1
     assert value(samples, "openhi_webhook_failed_attempts", webhook="up") == 0
+
+
+def test_openhi_worker_serves_its_own_metrics(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from openhi.testing.server import free_port
+
+    data = tmp_path / "data"
+    port = free_port()
+    with RunningServer(data, extra_args=["--no-workers"]) as server:
+        log = (tmp_path / "worker.log").open("wb")
+        env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "openhi", "worker", "--data-dir", str(data), "--threads", "1",
+             "--metrics-port", str(port)],
+            stdout=log, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+        try:
+            url = f"http://127.0.0.1:{port}/metrics"
+
+            def worker_scrape() -> httpx.Response:
+                return httpx.get(url, timeout=10)
+
+            deadline = time.monotonic() + 30
+            while True:  # the worker is up once its metrics answer
+                try:
+                    if worker_scrape().status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert worker.poll() is None, (tmp_path / "worker.log").read_text()
+                assert time.monotonic() < deadline, "openhi worker did not serve its metrics"
+                time.sleep(0.2)
+            client = server.client()
+            ds = active_datastore(client, "worker-metrics")
+            files = {f"w{i}.dcm": make_ct_series(1, rows=16, cols=16, seed=40 + i)[0] for i in range(2)}
+            imported = run_import(client, server, ds, files)
+            assert imported["job"]["jobStatus"] == "COMPLETED"
+            samples = scrape_until(
+                worker_scrape, lambda s: value(s, "openhi_import_jobs_total", status="COMPLETED") >= 1
+            )
+            # the API server ran no job: its own scrape has none of them
+            api = parse(signed_get(server, "/metrics").text)
+        finally:
+            worker.terminate()
+            assert worker.wait(timeout=30) == 0, (tmp_path / "worker.log").read_text()
+            log.close()
+    assert value(samples, "openhi_import_jobs_total", status="COMPLETED") == 1
+    assert value(samples, "openhi_import_instances_total", outcome="imported") == 2
+    assert value(samples, "openhi_transcode_seconds_count") == 2  # from the worker's pixel-pool processes
+    assert value(samples, "openhi_verification_seconds_count") == 2
+    assert value(samples, "openhi_import_queue_jobs", status="SUBMITTED") == 0
+    assert value(samples, "openhi_build_info", version=__import__("openhi").__version__) == 1
+    assert value(api, "openhi_import_jobs_total", status="COMPLETED") == 0
