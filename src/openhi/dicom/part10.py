@@ -13,12 +13,13 @@ from pydicom.encaps import encapsulate, encapsulate_extended
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import UID
 
-from openhi import __version__
 from openhi.codec import transfer_syntax as tsx
 from openhi.codec.j2k import decode_j2k_part1, encode_j2k_lossless
+from openhi.dicom import part10_writer
 from openhi.dicom.document_dataset import DocumentValueError, build_dataset
 from openhi.dicom.frames import PixelInfo
 from openhi.dicom.instance_view import InstanceView
+from openhi.dicom.part10_writer import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from openhi.dicom.stored_frames import (
     J2K_FAMILY,
     LOSSLESS,
@@ -41,10 +42,6 @@ __all__ = [
     "write_part10",
 ]
 
-#: openhi's Implementation Class UID (PS3.7 D.3.3.2): a UUID-derived UID (PS3.5 B.2, root ``2.25``),
-#: fixed for every openhi version; the version goes into the Implementation Version Name.
-IMPLEMENTATION_CLASS_UID = "2.25.237461049402934755301306489946302916207"
-IMPLEMENTATION_VERSION_NAME = f"OPENHI_{__version__}"[:16]
 #: Group 0002 elements that describe the file written (not the instance): set by the writer.
 _WRITER_META = frozenset({0x00020000, 0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013})
 #: Elements that describe the original encapsulation of Pixel Data: dropped (or recomputed).
@@ -218,7 +215,14 @@ def write_part10(view: InstanceView, frames: Frames, fp: BinaryIO, transfer_synt
 
 
 def rebuild(view: InstanceView, frames: Frames, transfer_syntax: str | None = None) -> bytes:
-    """The Part 10 file as bytes (see :func:`rebuild_dataset`)."""
+    """The Part 10 file as bytes (see :func:`rebuild_dataset`): in the stored syntax written by
+    :mod:`openhi.dicom.part10_writer` where it can (the same bytes, without pydicom's objects)."""
+    stored = view.stored_transfer_syntax or tsx.EXPLICIT_VR_LE
+    if transfer_syntax in (None, "*", stored):
+        try:
+            return part10_writer.write(view, frames, stored)
+        except part10_writer.Unsupported:
+            pass  # pydicom writes it (and names what is wrong)
     out = BytesIO()
     write_part10(view, frames, out, transfer_syntax)
     return out.getvalue()
