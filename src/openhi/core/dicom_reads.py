@@ -223,21 +223,12 @@ class DicomReader:
                 f"Instance {sop_uid} does not exist in series {series_uid} of study {study_uid}."
             ) from None
 
-    def version_view(
-        self,
-        datastore_id: str,
-        study_uid: str,
-        series_uid: str,
-        sop_uid: str,
-        image_set_id: str,
-        version: int,
-    ) -> InstanceView:
-        """The instance ``sop_uid`` as version ``version`` of image set ``image_set_id`` holds it (what
-        ``openhi export`` reads: the version it listed, or an older one); found without a view of every
-        instance of the document.
+    def version_document(self, datastore_id: str, image_set_id: str, version: int) -> dict[str, Any]:
+        """The metadata document of version ``version`` of image set ``image_set_id`` (cached; do not
+        modify it): what ``openhi export`` reads, the version it listed or an older one.
 
-        Raises NotFoundError (unknown datastore, image set, version, or an instance not in that version)
-        and ConflictError (the version's operation is still running).
+        Raises NotFoundError (unknown datastore, image set or version) and ConflictError (the
+        version's operation is still running).
         """
         head = self.head(datastore_id, image_set_id)
         row = self.env.index.get_version(datastore_id, head.id, version) if version > 0 else None
@@ -250,17 +241,51 @@ class DicomReader:
         if row.metadata_key is None:
             raise NotFoundError(f"Version {version} of image set {image_set_id} has no metadata.")
         doc = self.document_at(row.metadata_key)
+        self._touch(datastore_id, head.id)
+        return doc
+
+    def version_view(
+        self,
+        datastore_id: str,
+        study_uid: str,
+        series_uid: str,
+        sop_uid: str,
+        image_set_id: str,
+        version: int,
+    ) -> InstanceView:
+        """The instance ``sop_uid`` as version ``version`` of image set ``image_set_id`` holds it;
+        found without a view of every instance of the document.
+
+        Raises NotFoundError (unknown datastore, image set, version, or an instance not in that version)
+        and ConflictError (the version's operation is still running).
+        """
+        doc = self.version_document(datastore_id, image_set_id, version)
         series = _series_of(doc).get(series_uid)
         instances = series.get("Instances") if isinstance(series, dict) else None
         node = instances.get(sop_uid) if isinstance(instances, dict) else None
         if isinstance(series, dict) and isinstance(node, dict) and _study_uid(doc) == study_uid:
             alone = {**series, "Instances": {sop_uid: node}}  # one view, not one per instance
             one = {"Patient": doc.get("Patient"), "Study": {**doc["Study"], "Series": {series_uid: alone}}}
-            self._touch(datastore_id, head.id)
             return next(iter_instance_views(one))
         raise NotFoundError(
             f"Instance {sop_uid} of series {series_uid} is not in version {version} of image set {image_set_id}."
         )
+
+    def version_views(
+        self, datastore_id: str, study_uid: str, series_uid: str | None, image_set_id: str, version: int
+    ) -> list[InstanceView]:
+        """Every instance of the study (or of its series ``series_uid``) as version ``version`` of image
+        set ``image_set_id`` holds it, in the document's order.
+
+        Raises NotFoundError (unknown datastore, image set or version, or a study / series not in that
+        version) and ConflictError (the version's operation is still running).
+        """
+        doc = self.version_document(datastore_id, image_set_id, version)
+        if _study_uid(doc) != study_uid or (series_uid is not None and series_uid not in _series_of(doc)):
+            what = f"Study {study_uid}" if series_uid is None else f"Series {series_uid} of study {study_uid}"
+            raise NotFoundError(f"{what} is not in version {version} of image set {image_set_id}.")
+        views = iter_instance_views(doc)
+        return [v for v in views if series_uid is None or v.series_uid == series_uid]
 
     def instance_frames(
         self,
@@ -331,6 +356,17 @@ class DicomReader:
             body.close()
             raise
         return body
+
+    def local_size(self, datastore_id: str, frame_id: str) -> int | None:
+        """The size of a frame's stored file, when frames are local files (None otherwise, or when it
+        is not stored)."""
+        path = self._local_path(frame_key(datastore_id, frame_id))
+        if path is None:
+            return None
+        try:
+            return os.stat(path).st_size
+        except OSError:
+            return None
 
     def stored_frame(self, datastore_id: str, frame_id: str, stored_ts: str = "") -> bytes:
         """A frame's stored bytes (a JPEG 2000 family frame as a bare codestream). Raises NotFoundError."""

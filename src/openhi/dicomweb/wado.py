@@ -21,9 +21,11 @@ from openhi.codec.j2k import decode_j2k_part1, encode_j2k_lossless
 from openhi.core.dicom_reads import DicomReader, require_uid
 from openhi.core.errors import NotAcceptableError, NotFoundError, ValidationError
 from openhi.core.file_body import FileBody
+from openhi.dicom import part10_writer
 from openhi.dicom.dicom_json import bulkdata_value, dumps, instance_dicom_json
 from openhi.dicom.instance_view import InstanceView, iter_instance_views
 from openhi.dicom.part10 import DocumentValueError, TranscodeUnavailable, available_syntaxes, rebuild
+from openhi.dicom.part10_writer import Layout
 from openhi.dicom.stored_frames import decode_frame, image_format, native_bytes
 from openhi.dicomweb import media
 from openhi.dicomweb.multipart import Multipart
@@ -40,6 +42,10 @@ _SERIES = _STUDY + "/series/{SeriesInstanceUID}"
 _INSTANCE = _SERIES + "/instances/{SOPInstanceUID}"
 #: a multi-instance answer is kept in memory up to this size, then written on to a temporary file
 SPOOL_IN_MEMORY = 8 * 1024 * 1024
+#: a multi-instance answer is sent as it is built (below) when no instance's stored frames exceed
+#: this many bytes and all its parts' data set bytes (kept until sent) stay within STREAM_HEADERS
+STREAM_PART_FRAMES = 16 * 1024 * 1024
+STREAM_HEADERS = 64 * 1024 * 1024
 PIXEL_DATA_PATH = "7FE00010"
 _TS_TAG = "00020010"
 
@@ -71,8 +77,8 @@ def _image_set_id(request: Request) -> str | None:
 
 
 def _version(request: Request, image_set_id: str | None) -> int | None:
-    """The ``version`` query parameter of an instance retrieval (beyond AWS: an image set's older
-    version, as ``openhi export --version`` reads it); None when absent.
+    """The ``version`` query parameter of an instance, series or study retrieval (beyond AWS: an image
+    set's older version, as ``openhi export --version`` reads it); None when absent.
 
     Raises ValidationError: not a positive integer, or given without ``imageSetId``.
     """
@@ -206,6 +212,10 @@ def _retrieve_many(
             yield media.DICOM, syntax, data
 
     mp = Multipart(media.DICOM)
+    streamed = _streamable(services.dicom_reads, ds, plans) if not refused else None
+    if streamed is not None:
+        body_stream = _streamed_body(services.dicom_reads, ds, streamed, mp)
+        return WireResponse(200, [("content-type", mp.content_type)], body_stream)
     body = _spooled(mp.stream(built()), services.scratch_dir)
     if not parts:
         if isinstance(body, FileBody):
@@ -218,15 +228,88 @@ def _retrieve_many(
     return WireResponse(206 if refused else 200, headers, body)
 
 
+def _streamable(
+    reader: DicomReader, ds: str, plans: list[tuple[InstanceView, str]]
+) -> list[tuple[InstanceView, str, Layout]] | None:
+    """Each instance's Part 10 file but its frames, when the answer can be sent as it is built (else
+    None: it is built whole first, and any instance that cannot be given is left out with a 206).
+
+    It can when frames are local files read from the event loop (as the frames routes read them:
+    shorter than a hop to a worker thread), every instance is asked for in its stored syntax and
+    written by part10_writer, and the bounds above hold. What can fail then is done here, in the
+    handler's thread: the data sets are encoded now (a document value that cannot be written is
+    known before the answer starts); a frame deleted meanwhile (the image set deleted during the
+    answer) breaks the answer off.
+    """
+    if not reader.frames_inline:
+        return None
+    out: list[tuple[InstanceView, str, Layout]] = []
+    held = 0
+    for view, syntax in plans:
+        if syntax != (view.stored_transfer_syntax or media.ELE):
+            return None
+        sizes = [reader.local_size(ds, frame_id) for frame_id in view.frame_ids]
+        if any(not size for size in sizes) or sum(size or 0 for size in sizes) > STREAM_PART_FRAMES:
+            return None
+
+        def first_frame(view: InstanceView = view) -> bytes:
+            return reader.stored_frame(ds, view.frame_ids[0], view.stored_transfer_syntax)
+
+        try:
+            shape = part10_writer.layout(view, syntax, first_frame)
+        except (part10_writer.Unsupported, NotFoundError):
+            return None
+        held += len(shape.head) + len(shape.tail)
+        if held > STREAM_HEADERS:
+            return None
+        out.append((view, syntax, shape))
+    return out
+
+
+def _streamed_body(
+    reader: DicomReader, ds: str, prepared: list[tuple[InstanceView, str, Layout]], mp: Multipart
+) -> Iterator[bytes]:
+    """The multipart body, one chunk per part, each built when the server asks for it (frames read then).
+
+    Raises NotFoundError when a frame is no longer stored (the answer breaks off).
+    """
+    first = True
+    for view, syntax, shape in prepared:
+        frames = [reader.stored_frame(ds, f, view.stored_transfer_syntax) for f in view.frame_ids]
+        try:
+            pixels = shape.pixel_data(frames)
+        except part10_writer.Unsupported:  # not expected (sizes were checked): pydicom writes the file
+            pixels, shape = [_part10(reader, ds, view, syntax)], Layout(b"", b"", None)
+        yield b"".join((mp.head(media.DICOM, syntax, first=first), shape.head, *pixels, shape.tail))
+        first = False
+    yield mp.close() if not first else mp.empty()
+
+
 def retrieve_series(services: Services, request: Request) -> WireResponse:
+    """GetDICOMInstance of every instance of the series; ``?imageSetId=ID&version=N``: as version N of
+    that image set holds them."""
     ds, study, series, _ = _uids(request)
-    views = services.dicom_reads.series_views(ds, study, series, _image_set_id(request))
+    image_set_id = _image_set_id(request)
+    version = _version(request, image_set_id)
+    reader = services.dicom_reads
+    if image_set_id is not None and version is not None:
+        views = reader.version_views(ds, study, series, image_set_id, version)
+    else:
+        views = reader.series_views(ds, study, series, image_set_id)
     return _retrieve_many(services, request, views, "series")
 
 
 def retrieve_study(services: Services, request: Request) -> WireResponse:
+    """GetDICOMInstance of every instance of the study; ``?imageSetId=ID&version=N``: as version N of
+    that image set holds them."""
     ds, study, _, _ = _uids(request)
-    views = services.dicom_reads.study_views(ds, study, _image_set_id(request))
+    image_set_id = _image_set_id(request)
+    version = _version(request, image_set_id)
+    reader = services.dicom_reads
+    if image_set_id is not None and version is not None:
+        views = reader.version_views(ds, study, None, image_set_id, version)
+    else:
+        views = reader.study_views(ds, study, image_set_id)
     return _retrieve_many(services, request, views, "study")
 
 
