@@ -6,20 +6,26 @@ import argparse
 import sys
 import threading
 import time
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from openhi.cli_client import FAILED, USAGE, CommandError, Connection, clean_exit, resolve_endpoint
-from openhi.cli_import import check_datastore
-from openhi.export_http import Client
+from openhi.cli_client import FAILED, USAGE, CommandError, api_error, resolve_endpoint
+from openhi.export_api import Api
+from openhi.export_http import Client, connection
 from openhi.export_plan import ELE, Item, Plan, make_plan
 from openhi.export_sinks import Sink, open_sink
+from openhi.export_stream import MultipartError, boundary_of, parts
+from openhi.export_verify import file_meta
 
 STORED = "stored"
-#: instances fetched at a time (each thread keeps one keep-alive connection)
+#: image sets (or instances) fetched at a time (each thread keeps one keep-alive connection)
 THREADS = 4
+#: an image set's missing instances come in one streamed answer when there are at least STREAM_MIN
+#: of them and they are at least 1/STREAM_SHARE of its instances (else one request each)
+STREAM_MIN = 2
+STREAM_SHARE = 8
 
 
 class Progress:
@@ -100,40 +106,134 @@ def fetch(client: Client, datastore_id: str, item: Item, syntax: str) -> bytes:
     return answer.body
 
 
-def _one(client: Client, sink: Sink, datastore_id: str, item: Item, wanted: str, tally: Tally) -> None:
+def _failed(tally: Tally, item: Item, message: str) -> None:
+    with tally.lock:
+        tally.failed.append((item, message))
+
+
+def _written(tally: Tally, size: int) -> None:
+    with tally.lock:
+        tally.exported += 1
+        tally.bytes_written += size
+
+
+def _one(
+    client: Client, sink: Sink, datastore_id: str, item: Item, wanted: str, tally: Tally, check: bool = True
+) -> list[Item]:
+    """Fetch one instance (unless ``check`` and it is already in the sink); nothing is left over."""
     syntax = item.syntax(wanted)
     try:
-        if sink.verified(item, syntax):
+        if check and sink.verified(item, syntax):
             with tally.lock:
                 tally.skipped += 1
-            return
+            return []
         data = fetch(client, datastore_id, item, "*" if wanted == STORED else wanted)
         sink.write(item, data)
     except OSError as exc:
-        with tally.lock:
-            tally.failed.append((item, str(exc)))
-        return
-    with tally.lock:
-        tally.exported += 1
-        tally.bytes_written += len(data)
+        _failed(tally, item, str(exc))
+        return []
+    _written(tally, len(data))
+    return []
+
+
+def _group_target(datastore_id: str, items: list[Item]) -> tuple[str, str]:
+    """The WADO-RS series (one series) or study route of the image set (version) of ``items``."""
+    first = items[0]
+    path = f"/datastore/{datastore_id}/studies/{first.study_uid}"
+    if all(item.series_uid == first.series_uid for item in items):
+        path += f"/series/{first.series_uid}"
+    query = f"imageSetId={quote(first.image_set_id, safe='')}"
+    if first.version is not None:
+        query += f"&version={first.version}"
+    return path, query
+
+
+def _streamed(
+    client: Client, sink: Sink, datastore_id: str, items: list[Item], wanted: str, tally: Tally
+) -> list[Item]:
+    """Fetch ``items`` (of one image set version) as one multipart/related answer, writing each file as
+    its part arrives; the items it did not bring (left out by the server, or the answer broke off).
+
+    Raises CommandError when the endpoint cannot be reached.
+    """
+    missing = {item.sop_uid: item for item in items}
+    path, query = _group_target(datastore_id, items)
+    syntax = "*" if wanted == STORED else wanted
+    accept = f'multipart/related; type="application/dicom"; transfer-syntax={syntax}'
+    try:
+        with client.stream(path, query=query, headers={"Accept": accept}) as resp:
+            boundary = boundary_of(resp.getheader("content-type") or "")
+            if resp.status not in (200, 206) or boundary is None:
+                resp.read()  # an error answer: each instance is asked for alone (and its error told)
+                return items
+            for headers, content in parts(resp.readinto, boundary):
+                meta = file_meta(content)
+                item = missing.get(meta[0]) if meta is not None else None
+                if item is None or meta is None:
+                    continue  # an instance not asked for (another image set exports it), or not Part 10
+                want = item.syntax(wanted)
+                if meta[1] != want or f"transfer-syntax={want}" not in headers.get("content-type", ""):
+                    continue  # fetched alone, where the mismatch is reported
+                del missing[item.sop_uid]
+                try:
+                    sink.write(item, content)
+                except OSError as exc:
+                    _failed(tally, item, str(exc))
+                    continue
+                _written(tally, len(content))
+    except (MultipartError, OSError):
+        pass  # the answer broke off: what arrived is written, the rest is fetched one by one
+    return [item for item in items if item.sop_uid in missing]
+
+
+def _group(
+    client: Client, sink: Sink, datastore_id: str, items: list[Item], wanted: str, tally: Tally
+) -> list[Item]:
+    """The instances of one image set (version) not already in the sink: as one streamed answer when
+    enough of them are missing; those left to fetch one by one."""
+    todo: list[Item] = []
+    for item in items:
+        try:
+            done = sink.verified(item, item.syntax(wanted))
+        except OSError as exc:
+            _failed(tally, item, str(exc))
+            continue
+        if done:
+            with tally.lock:
+                tally.skipped += 1
+        else:
+            todo.append(item)
+    if len(todo) >= STREAM_MIN and len(todo) * STREAM_SHARE >= len(items):
+        return _streamed(client, sink, datastore_id, todo, wanted, tally)
+    return todo
+
+
+def _groups(plan: Plan) -> list[list[Item]]:
+    """The plan's items by image set version, in plan order."""
+    groups: dict[tuple[str, int | None], list[Item]] = {}
+    for item in plan.items:
+        groups.setdefault((item.image_set_id, item.version), []).append(item)
+    return list(groups.values())
 
 
 def export(client: Client, sink: Sink, datastore_id: str, plan: Plan, wanted: str) -> Tally:
-    """Every item of the plan not already in the sink, ``THREADS`` at a time; the tally.
+    """Every item of the plan not already in the sink, ``THREADS`` image sets (or instances) at a time:
+    an image set's instances as one streamed WADO-RS answer, one by one what it did not bring.
 
     Raises CommandError when the endpoint stops answering (what was written stays: run again to resume).
     """
     tally = Tally()
     progress = Progress(len(plan.items))
     with ThreadPoolExecutor(THREADS, thread_name_prefix="export") as pool:
-        pending: set[Future[None]] = {
-            pool.submit(_one, client, sink, datastore_id, item, wanted, tally) for item in plan.items
+        pending: set[Future[list[Item]]] = {
+            pool.submit(_group, client, sink, datastore_id, items, wanted, tally) for items in _groups(plan)
         }
         try:
             while pending:
-                finished, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
+                finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    future.result()  # a CommandError (unreachable) ends the export
+                    for item in future.result():  # a CommandError (unreachable) ends the export
+                        pending.add(pool.submit(_one, client, sink, datastore_id, item, wanted, tally, False))
                 progress.show(tally.done, len(tally.failed))
         except BaseException:
             for future in pending:
@@ -166,17 +266,23 @@ def report(tally: Tally, plan: Plan, sink: Sink) -> int:
     return 0 if not tally.failed else FAILED
 
 
+def check_datastore(api: Api, datastore_id: str) -> None:
+    """The datastore exists and is ACTIVE (else CommandError)."""
+    props = api.get_datastore(datastoreId=datastore_id)["datastoreProperties"]
+    if props["datastoreStatus"] != "ACTIVE":
+        raise CommandError(f"datastore {datastore_id} is {props['datastoreStatus']}, not ACTIVE")
+
+
 def run_export(args: argparse.Namespace) -> int:
     if args.version is not None and args.image_set is None:
         raise CommandError("--version needs --image-set")
     if args.version is not None and args.version < 1:
         raise CommandError("--version must be a positive integer")
     endpoint = resolve_endpoint(args.endpoint)
-    conn = Connection.open(endpoint)
-    client = Client(conn)
+    client = Client(connection(endpoint))
     sink = open_sink(args.out, client)
-    api = conn.api()
-    check_datastore(api, args.datastore, endpoint)
+    api = Api(client)
+    check_datastore(api, args.datastore)
     plan = make_plan(
         api,
         endpoint,
@@ -230,4 +336,26 @@ def add_parser(sub: Any) -> None:
         default=None,
         help="server URL (default $AWS_ENDPOINT_URL_MEDICAL_IMAGING, else http://127.0.0.1:8080)",
     )
-    exp.set_defaults(func=clean_exit("export", run_export))
+    exp.set_defaults(func=_clean_exit)
+
+
+def _clean_exit(args: argparse.Namespace) -> int:
+    """``run_export`` ending any error as one ``openhi export: …`` line (botocore is only loaded when
+    one of its errors is to be told: the credentials chain)."""
+    try:
+        return run_export(args)
+    except CommandError as exc:
+        print(f"openhi export: {exc.message}", file=sys.stderr)
+        return exc.status
+    except KeyboardInterrupt:
+        print("openhi export: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if type(exc).__module__.startswith("botocore"):
+            error = api_error(exc, "the endpoint")
+            print(f"openhi export: {error.message}", file=sys.stderr)
+            return error.status
+        if isinstance(exc, OSError):  # a file that cannot be written, a closed pipe
+            print(f"openhi export: {exc}", file=sys.stderr)
+            return USAGE
+        raise

@@ -61,7 +61,9 @@ def _document(api: Any, endpoint: str, datastore_id: str, image_set_id: str, ver
     try:
         resp = api.get_image_set_metadata(**kwargs)
         blob = resp["imageSetMetadataBlob"].read()
-    except Exception as exc:
+    except CommandError:  # export's own client tells its errors so already
+        raise
+    except Exception as exc:  # a botocore client's
         raise api_error(exc, endpoint) from exc
     if resp.get("contentEncoding") == "gzip":
         blob = gzip.decompress(blob)
@@ -74,7 +76,9 @@ def _pinned(api: Any, endpoint: str, datastore_id: str, image_set_id: str) -> tu
     now, its content is read unpinned). Raises CommandError."""
     try:
         head = api.get_image_set(datastoreId=datastore_id, imageSetId=image_set_id)
-    except Exception as exc:
+    except CommandError:  # export's own client tells its errors so already
+        raise
+    except Exception as exc:  # a botocore client's
         raise api_error(exc, endpoint) from exc
     if head.get("imageSetState") == "ACTIVE":
         version = int(head["versionId"])
@@ -121,6 +125,8 @@ def _primary_sets(
     while True:
         try:
             page = api.search_image_sets(**kwargs)
+        except CommandError:
+            raise
         except Exception as exc:
             raise api_error(exc, endpoint) from exc
         for summary in page.get("imageSetsMetadataSummaries", []):

@@ -31,7 +31,7 @@ class Sink(Protocol):
         """Whether the item is already there, complete and in ``syntax`` (a resumed export skips it)."""
         ...
 
-    def write(self, item: Item, data: bytes) -> None:
+    def write(self, item: Item, data: bytes | memoryview) -> None:
         """Store the file (atomically: a reader never sees part of it). Raises OSError or CommandError."""
         ...
 
@@ -49,27 +49,39 @@ class FolderSink:
         if folder.exists() and not folder.is_dir():
             raise CommandError(f"--out {folder} exists and is not a folder")
         folder.mkdir(parents=True, exist_ok=True)
-        for leftover in folder.iterdir():  # what an interrupted run was writing
-            if _TMP.match(leftover.name):
+        self._dir = str(folder)
+        #: the names in the folder when the export started: only those can be verified files
+        self._present: set[str] = set()
+        for name in os.listdir(folder):
+            if _TMP.match(name):  # what an interrupted run was writing
                 with contextlib.suppress(OSError):
-                    leftover.unlink()
+                    os.unlink(os.path.join(self._dir, name))
+            else:
+                self._present.add(name)
 
     def verified(self, item: Item, syntax: str) -> bool:
+        if item.name not in self._present:
+            return False
         try:
             data = (self.folder / item.name).read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return False
         return problem(data, item, syntax) is None
 
-    def write(self, item: Item, data: bytes) -> None:
-        tmp = self.folder / f".{item.name}.{os.getpid()}.export-tmp"
+    def write(self, item: Item, data: bytes | memoryview) -> None:
+        tmp = os.path.join(self._dir, f".{item.name}.{os.getpid()}.export-tmp")
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, self.folder / item.name)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+            os.replace(tmp, os.path.join(self._dir, item.name))
         except BaseException:
             with contextlib.suppress(OSError):
-                tmp.unlink()
+                os.unlink(tmp)
             raise
 
     def finish(self) -> None:
@@ -120,7 +132,7 @@ class ZipSink:
             return True
         return False
 
-    def write(self, item: Item, data: bytes) -> None:
+    def write(self, item: Item, data: bytes | memoryview) -> None:
         self.staged.write(item, data)
         with self._lock:
             self._new.add(item.name)
@@ -171,8 +183,8 @@ class BucketSink:
             raise CommandError(f"{self.client.conn.endpoint} has no upload route (an older openhi?)")
         return answer.status == 200 and problem(answer.body, item, syntax) is None
 
-    def write(self, item: Item, data: bytes) -> None:
-        answer = self.client.send("PUT", self._path(item), body=data)
+    def write(self, item: Item, data: bytes | memoryview) -> None:
+        answer = self.client.send("PUT", self._path(item), body=bytes(data))
         if answer.status != 200:
             raise OSError(f"writing {self.where}{item.name} failed: {answer.error_message()}")
 

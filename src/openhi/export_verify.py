@@ -98,6 +98,20 @@ def _uid(value: bytes) -> str:
     return value.rstrip(b"\x00 ").decode("ascii", "replace")
 
 
+def file_meta(data: bytes | memoryview) -> tuple[str, str] | None:
+    """(Media Storage SOP Instance UID, Transfer Syntax UID) of a Part 10 file's File Meta group, or
+    None when ``data`` does not start with a readable one."""
+    if len(data) < 144 or data[128:132] != b"DICM" or data[132:138] != b"\x02\x00\x00\x00UL":
+        return None
+    head = bytes(data[: min(len(data), 144 + struct.unpack_from("<I", data, 140)[0])])
+    meta: dict[int, bytes] = {_MEDIA_SOP: b"", _SYNTAX: b""}
+    try:
+        _dataset(head, 132, len(head), True, in_item=False, keep=meta)
+    except (Truncated, struct.error):
+        return None
+    return _uid(meta[_MEDIA_SOP]), _uid(meta[_SYNTAX])
+
+
 def problem(data: bytes, item: Item, syntax: str) -> str | None:
     """Why ``data`` is not a complete export of ``item`` in transfer syntax ``syntax`` (None: it is).
 

@@ -19,6 +19,7 @@ from contract.helpers import active_datastore
 from contract.imaging import metadata, run_import, wait_active
 from contract.test_part10_roundtrip import BATCHES, _file, _pixels, differences, expected_photometric
 from dicom_factory import make_ct_series
+from openhi import cli_export
 from openhi.cli import main
 from openhi.dicom.instance_view import iter_instance_views
 from openhi.dicom.part10 import IMPLEMENTATION_CLASS_UID
@@ -355,12 +356,20 @@ def test_exit_statuses(
         == 2
     )
     assert "cannot reach" in capsys.readouterr().err
-    # one instance refused by the server: status 1, the instance named; a second run exports just it
-    args = ("--datastore", series["ds"], "--series", series["series"], "--out", out_dir)
+    # the image set's streamed answer fails: its instances are fetched one by one (times=1 is per API
+    # process: in a deployment of several, the others may refuse one instance each)
+    selection = ("--datastore", series["ds"], "--series", series["series"])
     with openhi_server.inject("GetDICOMInstance", error="InternalServerException", times=1):
+        rc, out, _ = export(openhi_server, capsys, *selection, "--out", str(tmp_path / "fallback"))
+    failed = _count(out, "instances failed")
+    assert _count(out, "instances exported") == 12 - failed and failed <= 3 and rc == (1 if failed else 0)
+    # one instance refused by the server (after the image set's answer): status 1, the instance named; a
+    # second run exports just it
+    args = (*selection, "--out", out_dir)
+    with openhi_server.inject("GetDICOMInstance", error="InternalServerException", times=2):
         rc, out, _ = export(openhi_server, capsys, *args)
-    failed = _count(out, "instances failed")  # times=1 is per API process: one per process of the deployment
-    assert rc == 1 and 1 <= failed <= 4 and out.count("FAILED  ") == failed and "HTTP 500" in out
+    failed = _count(out, "instances failed")
+    assert rc == 1 and 1 <= failed <= 7 and out.count("FAILED  ") == failed and "HTTP 500" in out
     assert _count(out, "instances exported") == 12 - failed
     rc, out, _ = export(openhi_server, capsys, *args)
     assert (
@@ -368,3 +377,82 @@ def test_exit_statuses(
         and _count(out, "instances exported") == failed
         and _count(out, "already exported") == 12 - failed
     )
+
+
+def test_streamed_answers_give_the_files_of_instance_requests(
+    openhi_server: RunningServer, tmp_path: Path, capsys: Any, monkeypatch: Any
+) -> None:
+    """An image set's instances come in one streamed WADO-RS answer (the server writes them directly, or
+    with pydicom when its writer does not write them: Cyrillic text here); the files are those of one
+    request per instance, byte for byte."""
+    client = openhi_server.client()
+    ds_id = active_datastore(client, "export-stream")
+    files = {f"s-{i}.dcm": d for i, d in enumerate(make_ct_series(6, seed=79))}
+    cyrillic = make_ct_series(4, seed=80, SpecificCharacterSet="ISO_IR 144", ImageComments="Привет")
+    files.update({f"c-{i}.dcm": d for i, d in enumerate(cyrillic)})
+    result = run_import(client, openhi_server, ds_id, files)
+    assert result["job"]["jobStatus"] == "COMPLETED" and not result["failure"], result["failure"]
+    streamed, alone = tmp_path / "streamed", tmp_path / "alone"
+    rc, out, err = export(openhi_server, capsys, "--datastore", ds_id, "--all", "--out", str(streamed))
+    assert rc == 0 and _count(out, "instances exported") == 10, (out, err)
+    monkeypatch.setattr(cli_export, "STREAM_MIN", 10**9)  # one request per instance
+    rc, out, err = export(openhi_server, capsys, "--datastore", ds_id, "--all", "--out", str(alone))
+    assert rc == 0 and _count(out, "instances exported") == 10, (out, err)
+    assert {p.name: p.read_bytes() for p in streamed.iterdir()} == {
+        p.name: p.read_bytes() for p in alone.iterdir()
+    }
+    comments = {pydicom.dcmread(p).get("ImageComments") for p in streamed.iterdir()}
+    assert "Привет" in comments
+
+
+def test_series_and_study_answers_of_an_image_set_version(
+    openhi_server: RunningServer, tmp_path: Path, capsys: Any
+) -> None:
+    """WADO-RS series and study retrieval take ``version`` next to ``imageSetId`` (beyond AWS), as the
+    instance route does: the instances as that version holds them."""
+    client = openhi_server.client()
+    ds_id = active_datastore(client, "export-version-stream")
+    files = {f"w-{i}.dcm": d for i, d in enumerate(make_ct_series(3, seed=81))}
+    result = run_import(client, openhi_server, ds_id, files)
+    image_set = result["success"][0]["importResponse"]["imageSetId"]
+    source = pydicom.dcmread(io.BytesIO(files["w-0.dcm"]))
+    client.update_image_set_metadata(
+        datastoreId=ds_id,
+        imageSetId=image_set,
+        latestVersionId="1",
+        updateImageSetMetadataUpdates={
+            "DICOMUpdates": {
+                "updatableAttributes": json.dumps(
+                    {"SchemaVersion": 1.1, "Study": {"DICOM": {"StudyDescription": "Renamed"}}}
+                ).encode()
+            }
+        },
+    )
+    assert wait_active(client, ds_id, image_set)["versionId"] == "2"
+    study = f"{openhi_server.endpoint}/datastore/{ds_id}/studies/{source.StudyInstanceUID}"
+    for url in (study, f"{study}/series/{source.SeriesInstanceUID}"):
+        for query, status, want in (
+            (f"imageSetId={image_set}&version=1", 200, source.get("StudyDescription")),
+            (f"imageSetId={image_set}&version=2", 200, "Renamed"),
+            (f"imageSetId={image_set}", 200, "Renamed"),
+            ("version=1", 400, None),
+            (f"imageSetId={image_set}&version=0", 400, None),
+            (f"imageSetId={image_set}&version=9", 404, None),
+        ):
+            request = urllib.request.Request(
+                f"{url}?{query}",
+                headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'},
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=30) as resp:
+                    got, body, ctype = resp.status, resp.read(), resp.headers["Content-Type"]
+            except urllib.error.HTTPError as exc:
+                got, body, ctype = exc.code, b"", ""
+            assert got == status, (url, query, got)
+            if status == 200:
+                boundary = ctype.split("boundary=")[1].encode()
+                found = [
+                    pydicom.dcmread(io.BytesIO(part.split(b"\r\n\r\n", 1)[1].removesuffix(b"\r\n")))
+                    for part in body.split(b"--" + boundary)[1:-1]
+                ]
+                assert len(found) == 3 and {d.get("StudyDescription") for d in found} == {want}, (url, query)
