@@ -171,6 +171,7 @@ def test_fuzzed_values_are_written_as_pydicom_writes_them_or_left_to_it(seed: in
     if not bases:
         pytest.skip("pydicom's test files are not bundled")
     written = 0
+    memo: part10_writer.Memo = {}  # shared by every fuzzed instance: what it remembers must fit each
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for _ in range(400):
@@ -191,5 +192,29 @@ def test_fuzzed_values_are_written_as_pydicom_writes_them_or_left_to_it(seed: in
             except Unsupported:
                 continue
             assert got == want
+            first = frames[fuzzed.frame_ids[0]] if fuzzed.frame_ids else b""
+            shape = part10_writer.layout(fuzzed, fuzzed.stored_transfer_syntax, first.__bytes__, memo)
+            assert got.startswith(shape.head) and got.endswith(shape.tail)
             written += 1
     assert written > 100
+
+
+def test_the_memo_tells_equal_looking_values_apart() -> None:
+    """Values that compare equal but are written differently (-0.0 and 0.0, True and 1) are not mixed up
+    by the memo the instances of one answer share."""
+    path = get_testdata_file("CT_small.dcm", download=False)
+    if path is None:
+        pytest.skip("pydicom's test files are not bundled")
+    view, frames = _imported(str(path))[0]
+    memo: part10_writer.Memo = {}
+    first = frames[view.frame_ids[0]]
+    for values in (
+        {"FloatPixelPaddingValue": 0.0},
+        {"FloatPixelPaddingValue": -0.0},
+        {"ImageComments": True},
+    ):
+        for extra in (values, {k: 1 if v is True else v for k, v in values.items()}):
+            fuzzed = dataclasses.replace(view, attributes={**view.attributes, **extra})
+            shared = part10_writer.layout(fuzzed, fuzzed.stored_transfer_syntax, first.__bytes__, memo)
+            alone = part10_writer.layout(fuzzed, fuzzed.stored_transfer_syntax, first.__bytes__)
+            assert shared == alone, extra

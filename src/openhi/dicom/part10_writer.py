@@ -81,6 +81,9 @@ _ITEM = struct.pack("<HH", 0xFFFE, 0xE000)
 _SEQUENCE_END = struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
 
 Text = Callable[[str], bytes]
+#: encoded top-level elements by (key and value, recorded VR, VR context and text encoder): the
+#: instances of a series share most of their values
+Memo = dict[tuple[Any, ...], tuple[int, Any, tuple[str, bytes]]]
 
 
 class Unsupported(Exception):
@@ -157,7 +160,13 @@ def _ascii(text: str) -> bytes:
 def _text_encoder(charset: Any) -> Text:
     """How text values (LO, PN, …) of a data set with this Specific Character Set value are encoded."""
     values = charset if isinstance(charset, list) else [charset]
-    names = ["" if v is None else v for v in values]
+    if not all(v is None or isinstance(v, str) for v in values):
+        raise Unsupported(f"character set {values!r}")
+    return _encoder(tuple("" if v is None else v for v in values))
+
+
+@lru_cache(maxsize=64)
+def _encoder(names: tuple[str, ...]) -> Text:
     if len(names) == 1 and names[0] in _CODECS:
         codec = _CODECS[names[0]]
 
@@ -168,8 +177,8 @@ def _text_encoder(charset: Any) -> Text:
                 raise Unsupported("text outside the character set") from None
 
         return encode
-    if not all(isinstance(name, str) and name in _ASCII_COMPATIBLE for name in names):
-        raise Unsupported(f"character set {names!r}")
+    if not all(name in _ASCII_COMPATIBLE for name in names):
+        raise Unsupported(f"character set {list(names)!r}")
     return _ascii
 
 
@@ -225,12 +234,20 @@ def _elements(
     ctx: VRContext,
     text: Text,
     meta: dict[int, tuple[str, bytes]] | None = None,
+    memo: Memo | None = None,
 ) -> dict[int, tuple[str, bytes]]:
     """Tag -> (VR, encoded element) of a data set's attributes. ``meta`` given: the top level, whose
     group 0002 elements go there (encoded in the default repertoire) and whose Pixel Data elements
-    are left out, as build_dataset does."""
+    are left out, as build_dataset does. ``memo``: elements already encoded (see :func:`layout`)."""
     out: dict[int, tuple[str, bytes]] = {}
+    context = (ctx.pixel_representation, ctx.bits_allocated, text)
     for key, value in attributes.items():
+        if memo is not None:
+            remembered = (_memo_key(key, value), vrs.get(key), context)
+            known = memo.get(remembered)
+            if known is not None:
+                out[known[0]] = known[2]
+                continue
         tag = key_tag(key)
         if tag is None:
             raise Unsupported(f"unknown keyword {key!r}")
@@ -258,10 +275,28 @@ def _elements(
                 _item(item, vrs, ctx.inside(item), text) for item in items if isinstance(item, dict)
             )
             target[tag] = (vr, _header(tag, vr, len(body)) + body)
+            if memo is not None and target is out:
+                memo[remembered] = (tag, value, target[tag])
             continue
         data = _value(tag, vr, value, _ascii if target is meta else text)
         target[tag] = (vr, _header(tag, vr, len(data)) + data)
+        if memo is not None and target is out:
+            memo[remembered] = (tag, value, target[tag])
     return out
+
+
+def _memo_key(key: str, value: Any) -> tuple[Any, ...]:
+    """What identifies a document value for :data:`Memo`: its type and value (a float by its exact
+    bits: -0.0 is not 0.0), a list's the same way, anything else its id (the memo keeps the value, so
+    that the id names no other object)."""
+    kind = type(value)
+    if kind is float:
+        return (key, kind, value.hex())
+    if kind in (str, int, bool) or value is None:
+        return (key, kind, value)
+    if kind is list and all(type(v) in (str, int, bool) or v is None for v in value):
+        return (key, kind, tuple((type(v), v) for v in value))
+    return (key, None, id(value))
 
 
 @lru_cache(maxsize=4096)
@@ -358,12 +393,15 @@ def _fixed_meta() -> dict[int, tuple[str, bytes]]:
 _WRITER_META = frozenset({0x00020000, 0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013})
 
 
-def layout(view: InstanceView, target: str, first_frame: Callable[[], bytes]) -> Layout:
+def layout(
+    view: InstanceView, target: str, first_frame: Callable[[], bytes], memo: Memo | None = None
+) -> Layout:
     """Everything of the Part 10 file of ``view`` in ``target`` (its stored syntax) but the frames.
 
     ``first_frame()`` gives the first frame's stored bytes; it is only called for RGB frames of the
     JPEG 2000 family (whether they use the colour transform decides Photometric Interpretation).
-    Raises Unsupported (then write it with pydicom), and what ``first_frame`` raises.
+    ``memo``: one dict passed for the instances of one answer, so that the values they share are
+    encoded once. Raises Unsupported (then write it with pydicom), and what ``first_frame`` raises.
     """
     stored = view.stored_transfer_syntax or tsx.EXPLICIT_VR_LE
     if target != stored:
@@ -376,7 +414,7 @@ def layout(view: InstanceView, target: str, first_frame: Callable[[], bytes]) ->
         charset = _top_value(view.attributes, _SPECIFIC_CHARACTER_SET)
         text = _ascii if charset is None else _text_encoder(charset)
         group: dict[int, tuple[str, bytes]] = {}
-        elements = _elements(view.attributes, view.vrs, ctx, text, group)
+        elements = _elements(view.attributes, view.vrs, ctx, text, group, memo)
         for tag in _DROPPED:
             elements.pop(tag, None)
         meta = _file_meta(view, target, group, elements)

@@ -245,6 +245,7 @@ def _streamable(
         return None
     out: list[tuple[InstanceView, str, Layout]] = []
     held = 0
+    memo: part10_writer.Memo = {}  # what the instances share is encoded once
     for view, syntax in plans:
         if syntax != (view.stored_transfer_syntax or media.ELE):
             return None
@@ -256,7 +257,7 @@ def _streamable(
             return reader.stored_frame(ds, view.frame_ids[0], view.stored_transfer_syntax)
 
         try:
-            shape = part10_writer.layout(view, syntax, first_frame)
+            shape = part10_writer.layout(view, syntax, first_frame, memo)
         except (part10_writer.Unsupported, NotFoundError):
             return None
         held += len(shape.head) + len(shape.tail)
