@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import queue
 import sys
 import threading
 import time
@@ -26,6 +27,8 @@ THREADS = 4
 #: of them and they are at least 1/STREAM_SHARE of its instances (else one request each)
 STREAM_MIN = 2
 STREAM_SHARE = 8
+#: files of a streamed answer waiting to be written (in memory) at most
+WRITE_QUEUE = 32
 
 
 class Progress:
@@ -136,6 +139,43 @@ def _one(
     return []
 
 
+class _Writes:
+    """The files of a streamed answer, written by a thread of their own while the answer is read (the
+    socket and the disk busy at once); at most ``WRITE_QUEUE`` files wait in memory."""
+
+    def __init__(self, sink: Sink, tally: Tally) -> None:
+        self.sink, self.tally = sink, tally
+        self.queue: queue.Queue[tuple[Item, bytes] | None] = queue.Queue(WRITE_QUEUE)
+        self.error: BaseException | None = None  # what ended the writes (re-raised by close)
+        self.thread = threading.Thread(target=self._run, name="export-write", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (job := self.queue.get()) is not None:
+            if self.error is not None:
+                continue  # drained, not written: close() raises the error
+            item, data = job
+            try:
+                self.sink.write(item, data)
+            except OSError as exc:
+                _failed(self.tally, item, str(exc))
+                continue
+            except BaseException as exc:  # CommandError: the endpoint of an s3:// sink stopped answering
+                self.error = exc
+                continue
+            _written(self.tally, len(data))
+
+    def put(self, item: Item, data: bytes) -> None:
+        self.queue.put((item, data))
+
+    def close(self) -> None:
+        """Wait for the files queued; raises what ended the writes."""
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
 def _group_target(datastore_id: str, items: list[Item]) -> tuple[str, str]:
     """The WADO-RS series (one series) or study route of the image set (version) of ``items``."""
     first = items[0]
@@ -160,6 +200,7 @@ def _streamed(
     path, query = _group_target(datastore_id, items)
     syntax = "*" if wanted == STORED else wanted
     accept = f'multipart/related; type="application/dicom"; transfer-syntax={syntax}'
+    writes = _Writes(sink, tally)
     try:
         with client.stream(path, query=query, headers={"Accept": accept}) as resp:
             boundary = boundary_of(resp.getheader("content-type") or "")
@@ -175,14 +216,11 @@ def _streamed(
                 if meta[1] != want or f"transfer-syntax={want}" not in headers.get("content-type", ""):
                     continue  # fetched alone, where the mismatch is reported
                 del missing[item.sop_uid]
-                try:
-                    sink.write(item, content)
-                except OSError as exc:
-                    _failed(tally, item, str(exc))
-                    continue
-                _written(tally, len(content))
+                writes.put(item, bytes(content))
     except (MultipartError, OSError):
         pass  # the answer broke off: what arrived is written, the rest is fetched one by one
+    finally:
+        writes.close()
     return [item for item in items if item.sop_uid in missing]
 
 
