@@ -23,8 +23,9 @@ from openhi.export_verify import file_meta
 STORED = "stored"
 #: image sets (or instances) fetched at a time (each thread keeps one keep-alive connection)
 THREADS = 4
-#: an image set's missing instances come in one streamed answer when there are at least STREAM_MIN
-#: of them and they are at least 1/STREAM_SHARE of its instances (else one request each)
+#: in the stored syntax, an image set's missing instances come in one streamed answer when there are at
+#: least STREAM_MIN of them and they are at least 1/STREAM_SHARE of its instances (else one request
+#: each); transcoded ones always one request each (the server decodes them THREADS at a time then)
 STREAM_MIN = 2
 STREAM_SHARE = 8
 #: files of a streamed answer waiting to be written (in memory) at most
@@ -228,7 +229,8 @@ def _group(
     client: Client, sink: Sink, datastore_id: str, items: list[Item], wanted: str, tally: Tally
 ) -> list[Item]:
     """The instances of one image set (version) not already in the sink: as one streamed answer when
-    enough of them are missing; those left to fetch one by one."""
+    they are asked for in their stored syntax and enough of them are missing; those left to fetch one
+    by one."""
     todo: list[Item] = []
     for item in items:
         try:
@@ -241,7 +243,7 @@ def _group(
                 tally.skipped += 1
         else:
             todo.append(item)
-    if len(todo) >= STREAM_MIN and len(todo) * STREAM_SHARE >= len(items):
+    if wanted == STORED and len(todo) >= STREAM_MIN and len(todo) * STREAM_SHARE >= len(items):
         return _streamed(client, sink, datastore_id, todo, wanted, tally)
     return todo
 
