@@ -7,7 +7,7 @@ import queue
 import sys
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -256,6 +256,59 @@ def _groups(plan: Plan) -> list[list[Item]]:
     return list(groups.values())
 
 
+_Job = tuple[Callable[..., list[Item]], tuple[Any, ...]]
+
+
+class _Pool:
+    """``size`` threads running jobs in the order given; each job's result (or what it raised) comes
+    back on a queue. (concurrent.futures would do, and load the logging package with it.)"""
+
+    def __init__(self, size: int) -> None:
+        self.jobs: queue.Queue[_Job | None] = queue.Queue()
+        self.results: queue.Queue[tuple[list[Item], BaseException | None]] = queue.Queue()
+        self.pending = 0  # jobs given whose result was not taken yet
+        self.threads = [
+            threading.Thread(target=self._run, name=f"export-{n}", daemon=True) for n in range(size)
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def _run(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            run, args = job
+            try:
+                self.results.put((run(*args), None))
+            except BaseException as exc:
+                self.results.put(([], exc))
+
+    def submit(self, run: Callable[..., list[Item]], *args: Any) -> None:
+        self.pending += 1
+        self.jobs.put((run, args))
+
+    def result(self, timeout: float) -> list[Item] | None:
+        """The next job's result (None when none came within ``timeout``); raises what the job raised."""
+        try:
+            items, error = self.results.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        self.pending -= 1
+        if error is not None:
+            raise error
+        return items
+
+    def close(self) -> None:
+        """Drop the jobs not started, let the running ones end."""
+        while True:
+            try:
+                self.jobs.get_nowait()
+            except queue.Empty:
+                break
+        for _ in self.threads:
+            self.jobs.put(None)
+        for thread in self.threads:
+            thread.join()
+
+
 def export(client: Client, sink: Sink, datastore_id: str, plan: Plan, wanted: str) -> Tally:
     """Every item of the plan not already in the sink, ``THREADS`` image sets (or instances) at a time:
     an image set's instances as one streamed WADO-RS answer, one by one what it did not bring.
@@ -264,23 +317,18 @@ def export(client: Client, sink: Sink, datastore_id: str, plan: Plan, wanted: st
     """
     tally = Tally()
     progress = Progress(len(plan.items))
-    with ThreadPoolExecutor(THREADS, thread_name_prefix="export") as pool:
-        pending: set[Future[list[Item]]] = {
-            pool.submit(_group, client, sink, datastore_id, items, wanted, tally) for items in _groups(plan)
-        }
-        try:
-            while pending:
-                finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    for item in future.result():  # a CommandError (unreachable) ends the export
-                        pending.add(pool.submit(_one, client, sink, datastore_id, item, wanted, tally, False))
-                progress.show(tally.done, len(tally.failed))
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
-        finally:
-            progress.done()
+    pool = _Pool(THREADS)
+    try:
+        for items in _groups(plan):
+            pool.submit(_group, client, sink, datastore_id, items, wanted, tally)
+        while pool.pending:
+            left = pool.result(timeout=0.2)  # a CommandError (unreachable) ends the export
+            for item in left or ():
+                pool.submit(_one, client, sink, datastore_id, item, wanted, tally, False)
+            progress.show(tally.done, len(tally.failed))
+    finally:
+        pool.close()
+        progress.done()
     sink.finish()
     return tally
 

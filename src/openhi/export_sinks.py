@@ -5,16 +5,17 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import threading
-import zipfile
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from openhi.cli_client import CommandError
 from openhi.export_http import Client
 from openhi.export_plan import Item
 from openhi.export_verify import problem
+
+if TYPE_CHECKING:
+    import zipfile  # loaded by ZipSink: a folder export does not need it
 
 #: names of files being written (``.<SOP>.dcm.<pid>.export-tmp``); renamed when complete
 _TMP = re.compile(r"^\..+\.dcm\.\d+\.export-tmp$")
@@ -97,6 +98,8 @@ class ZipSink:
     """
 
     def __init__(self, path: Path) -> None:
+        import zipfile  # loaded for zip outputs only
+
         self.path = path
         self.where = str(path)
         if path.is_dir():
@@ -116,6 +119,8 @@ class ZipSink:
         self._lock = threading.Lock()
 
     def verified(self, item: Item, syntax: str) -> bool:
+        import zipfile
+
         if self._old is not None and item.name in self._names:
             try:
                 with self._lock:
@@ -138,6 +143,9 @@ class ZipSink:
             self._new.add(item.name)
 
     def finish(self) -> None:
+        import shutil
+        import zipfile
+
         if self._old is not None and not self._new and not self._refused:
             self._old.close()  # nothing changed
             shutil.rmtree(self.staged.folder, ignore_errors=True)
