@@ -122,3 +122,77 @@ def test_credentials_in_the_environment_need_no_botocore(tmp_path: Path) -> None
     assert (got.access_key, got.secret_key, got.token, got.region) == ("AK", "SK", "T", "us-east-1")
     got = connection("http://h", {**env, "AWS_DEFAULT_REGION": "eu-west-3"})
     assert got.region == "eu-west-3"
+
+
+class _Answer:
+    """A streamed answer: a multipart body that may break off."""
+
+    def __init__(self, body: bytes, broken: bool) -> None:
+        self.status = 200
+        self.body, self.broken, self.position = body, broken, 0
+
+    def getheader(self, name: str, default: str | None = None) -> str | None:
+        return (
+            'multipart/related; type="application/dicom"; boundary=b0undary'
+            if name == "content-type"
+            else default
+        )
+
+    def readinto(self, view: memoryview) -> int:
+        n = min(len(view), len(self.body) - self.position, 5000)
+        if not n and self.broken:
+            raise ConnectionResetError("the server went away")
+        view[:n] = self.body[self.position : self.position + n]
+        self.position += n
+        return n
+
+
+def _part10(sop: str, syntax: str = "1.2.840.10008.1.2.4.202") -> bytes:
+    from openhi.dicom.part10_writer import _header, _value  # the writer's own element encoding
+
+    meta = b""
+    for tag, value in ((0x00020003, sop), (0x00020010, syntax)):
+        data = _value(tag, "UI", value, lambda t: t.encode())
+        meta += _header(tag, "UI", len(data)) + data
+    group = b"\x02\x00\x00\x00UL\x04\x00" + len(meta).to_bytes(4, "little")
+    return b"\x00" * 128 + b"DICM" + group + meta + b"pixels of " + sop.encode()
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_a_streamed_answer_writes_what_arrived_and_leaves_the_rest(tmp_path: Path, broken: bool) -> None:
+    """The parts that arrived are written; instances left out, in another syntax, or after the answer
+    broke off are left to one request each; an instance not asked for is ignored."""
+    from contextlib import contextmanager
+
+    from openhi import cli_export
+    from openhi.export_plan import Item
+    from openhi.export_sinks import FolderSink
+
+    syntax = "1.2.840.10008.1.2.4.202"
+    items = [Item(f"1.2.{n}", "1.2", "1.2.9", "set", syntax, 1) for n in range(6)]
+    parts_sent = [
+        _part10("1.2.0"),
+        _part10("1.2.1"),
+        _part10("9.9.9"),
+        _part10("1.2.3", "1.2.840.10008.1.2.1"),
+    ]
+    parts_sent.append(_part10("1.2.4"))
+    body = _body(parts_sent)
+    body = body.replace(b"1.2.840.10008.1.2.1\r\n", syntax.encode() + b"\r\n")  # every part header says HTJ2K
+    if broken:
+        body = body[: body.index(b"pixels of 1.2.4")]
+
+    class Client:
+        @contextmanager
+        def stream(self, path: str, *, query: str = "", headers: dict[str, str] | None = None) -> Any:
+            assert path == "/datastore/ds/studies/1.2/series/1.2.9" and query == "imageSetId=set&version=1"
+            yield _Answer(body, broken)
+
+    tally = cli_export.Tally()
+    sink = FolderSink(tmp_path)
+    left = cli_export._streamed(Client(), sink, "ds", items, cli_export.STORED, tally)  # type: ignore[arg-type]
+    written = {"1.2.0", "1.2.1"} | (set() if broken else {"1.2.4"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{sop}.dcm" for sop in written)
+    assert [i.sop_uid for i in left] == [i.sop_uid for i in items if i.sop_uid not in written]
+    assert tally.exported == len(written) and not tally.failed
+    assert (tmp_path / "1.2.0.dcm").read_bytes() == _part10("1.2.0")
