@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from openhi import __version__
-from openhi.core.settings import settings_from_env
 
 
 def _config(args: argparse.Namespace, **extra: Any) -> Any:
+    from openhi.core.settings import settings_from_env
     from openhi.server import load_keys
     from openhi.services import ServerConfig
 
@@ -153,7 +153,8 @@ def _backend_flags(cmd: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``openhi`` parser; ``only``: of the client commands, that one alone (``cli_tools.register``)."""
     parser = argparse.ArgumentParser(prog="openhi", description=__doc__)
     parser.add_argument("--version", action="version", version=f"openhi {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -280,12 +281,23 @@ def build_parser() -> argparse.ArgumentParser:
     except ModuleNotFoundError:
         pass
     else:
-        cli_tools.register(sub)
+        cli_tools.register(sub, only)
     return parser
 
 
+def _client_command(argv: Sequence[str]) -> str | None:
+    """The client command ``argv`` runs (``openhi export …``), if it runs one: only it is loaded then.
+    (``openhi``'s own options, ``--help`` and ``--version``, come before a command: then it is None.)"""
+    try:
+        from openhi.cli_tools import COMMANDS
+    except ModuleNotFoundError:
+        return None
+    return argv[0] if argv and argv[0] in COMMANDS else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(_client_command(argv)).parse_args(argv)
     rc: int = args.func(args)
     return rc
 

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 from typing import Any
 from urllib.parse import urlencode
 
 from openhi.cli_client import CommandError, Connection, clean_exit, resolve_endpoint
-from openhi.cli_export import add_parser as add_export_parser
-from openhi.cli_import import add_parser as add_import_parser
-from openhi.cli_send import add_parser as add_send_parser
-from openhi.cli_viewer import add_parser as add_viewer_parser
 
+#: client command -> the module whose ``add_parser(sub)`` defines it (loaded only when needed)
+COMMANDS = {
+    "import": "openhi.cli_import",
+    "export": "openhi.cli_export",
+    "send": "openhi.cli_send",
+    "viewer": "openhi.cli_viewer",
+}
 ENDPOINT_HELP = "server URL (default $AWS_ENDPOINT_URL_MEDICAL_IMAGING, else http://127.0.0.1:8080)"
 
 
@@ -35,12 +39,15 @@ def _diff(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: Any) -> None:
-    """Add ``import``, ``export``, ``send`` and ``diff`` to the ``openhi`` subcommands."""
-    add_import_parser(sub)
-    add_export_parser(sub)
-    add_send_parser(sub)
-    add_viewer_parser(sub)
+def register(sub: Any, only: str | None = None) -> None:
+    """Add ``import``, ``export``, ``send``, ``viewer`` and ``diff`` to the ``openhi`` subcommands; with
+    ``only`` (one of :data:`COMMANDS`), that command alone: a client command starts without loading the
+    others' modules."""
+    for name, module in COMMANDS.items():
+        if only is None or only == name:
+            importlib.import_module(module).add_parser(sub)
+    if only is not None:
+        return
 
     diff = sub.add_parser(
         "diff",
