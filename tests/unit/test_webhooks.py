@@ -213,3 +213,50 @@ def test_poster_reports_a_refusal_and_an_unreachable_receiver() -> None:
     gone = Poster(Webhook(receiver.url, "k", timeout_seconds=2.0))
     error = gone.post(b"x", {})
     assert error is not None and "ConnectionRefused" in error
+
+
+def test_the_cursor_is_written_at_intervals_and_before_a_failure(receiver: Any) -> None:
+    """Within one round the cursor is written every ADVANCE_SECONDS (not per event), before a failure and
+    at the round's end; a later round while the lease is held starts without taking it again."""
+    from openhi.core import webhooks
+
+    url, got, statuses = receiver
+    index = SqliteIndex(":memory:")
+    now = [1000.0]
+    env = Env(Settings(), index, None, None, None, clock=lambda: now[0])  # type: ignore[arg-type]
+    hook = Webhook(url, "h", timeout_seconds=2)
+    deliverer = WebhookDeliverer(env, [hook], owner="me")
+    for i in range(3):  # 6 events: Creating, Created per datastore
+        index.insert_datastore(Datastore(f"{i:032x}", f"d{i}", "CREATING", "HTJ2K", 1.0, 1.0))
+        index.set_datastore_status(f"{i:032x}", "ACTIVE", 2.0)
+    writes: list[int] = []
+    advance = index.advance_webhook
+
+    def counted(name: str, owner: str, seq: int) -> bool:
+        writes.append(seq)
+        return advance(name, owner, seq)
+
+    index.advance_webhook = counted  # type: ignore[method-assign]
+    statuses.extend([200, 200, 200, 200, 503])  # the 5th event fails
+    assert deliverer.deliver(hook) is True
+    assert writes == [4]  # one write, the last event delivered, right before the failure was recorded
+    state = index.webhook_cursors()[0]
+    assert (state.delivered_seq, state.attempts) == (4, 1)
+    now[0] += webhooks.ADVANCE_SECONDS + hook.backoff(1)
+    claims: list[float] = []
+    claim = index.claim_webhook
+
+    def counted_claim(*args: Any) -> Any:
+        claims.append(args[2])
+        return claim(*args)
+
+    index.claim_webhook = counted_claim  # type: ignore[method-assign]
+    assert deliverer.deliver(hook) is True  # after the failure: the lease is taken again
+    assert writes == [4, 6] and len(claims) == 1
+    index.insert_datastore(Datastore(f"{9:032x}", "d9", "CREATING", "HTJ2K", 1.0, 1.0))
+    assert deliverer.deliver(hook) is True  # the lease is still held: no claim, one write
+    assert writes == [4, 6, 7] and len(claims) == 1
+    assert [json.loads(b)["seq"] for _, b in got] == [1, 2, 3, 4, 5, 5, 6, 7]
+    assert index.webhook_cursors()[0].delivered_seq == 7
+    deliverer.stop()
+    index.close()

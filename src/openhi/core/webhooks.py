@@ -25,13 +25,15 @@ from urllib.parse import urlsplit
 from openhi.core.env import Env
 from openhi.core.events import envelope, matches
 from openhi.core.ids import new_id
-from openhi.ports.index import StoredEvent, WebhookCursor
+from openhi.ports.index import StoredEvent
 
 log = logging.getLogger("openhi.webhooks")
 
 SIGNATURE_HEADER = "X-OpenHI-Signature"
 TIMESTAMP_HEADER = "X-OpenHI-Timestamp"
 _BATCH = 100
+#: while events go out, the cursor is written at least this often (and after a failure, and at a round's end)
+ADVANCE_SECONDS = 0.2
 _FIELDS = {
     "url",
     "name",
@@ -258,49 +260,57 @@ class WebhookDeliverer:
 
     def deliver(self, hook: Webhook) -> bool:
         """One round for ``hook``: deliver what follows its cursor until a failure, the end of the feed or
-        a lost lease. True when it delivered (or skipped) something."""
+        a lost lease. True when it delivered (or skipped) something.
+
+        The cursor is written after a failure, at the end of the round and otherwise at most every
+        :data:`ADVANCE_SECONDS` while events go out (not once per event): a crash redelivers at most
+        that much. While this process holds the lease for more than half its length, a round starts
+        without taking it again (no other process moves the cursor meanwhile)."""
         index, now = self.env.index, self.env.clock()
-        held = self._held.get(hook.name)  # (lease until, cursor) while this process holds the lease
-        if held is not None and held[0] - now > hook.lease_seconds / 2 and index.last_event_seq() <= held[1]:
-            return False  # nothing new: no write to the index while idle
-        self._held.pop(hook.name, None)
-        cursor = index.claim_webhook(hook.name, self.owner, now, now + hook.lease_seconds, hook.from_end)
-        if cursor is None or cursor.next_attempt_at > now:
-            return False
-        events = index.list_events(cursor.delivered_seq, _BATCH)
-        claimed, skipped, moved = now, 0, False
-        for event in events:
+        held = self._held.pop(hook.name, None)  # (lease until, cursor) while this process holds the lease
+        if held is not None and held[0] - now > hook.lease_seconds / 2:
+            if index.last_event_seq() <= held[1]:
+                self._held[hook.name] = held
+                return False  # nothing new: no write to the index while idle
+            start, attempts, claimed = held[1], 0, held[0] - hook.lease_seconds
+        else:
+            cursor = index.claim_webhook(hook.name, self.owner, now, now + hook.lease_seconds, hook.from_end)
+            if cursor is None or cursor.next_attempt_at > now:
+                return False
+            start, attempts, claimed = cursor.delivered_seq, cursor.attempts, now
+        done = written = start  # delivered or passed over; as the index has it
+        written_at = now
+        for event in index.list_events(start, _BATCH):
             if self._stop.is_set():
                 break
             if not matches(hook.types, event.detail_type):
-                skipped = event.seq
+                done = event.seq
                 continue
             if self.env.clock() - claimed > hook.lease_seconds / 2:  # renew before a long batch outlives it
                 claimed = self.env.clock()
                 until = claimed + hook.lease_seconds
                 if index.claim_webhook(hook.name, self.owner, claimed, until, hook.from_end) is None:
-                    return moved
-            error = self._posters[hook.name].post(*self._request(hook, event, cursor.attempts + 1))
+                    return done > start
+            error = self._posters[hook.name].post(*self._request(hook, event, attempts + 1))
             if error is not None:
-                attempts = cursor.attempts + 1
+                attempts += 1
                 wait = hook.backoff(attempts)
                 log.warning("webhook %s: event %d attempt %d failed (%s); retry in %.1fs",
                             hook.name, event.seq, attempts, error, wait)  # fmt: skip
-                if skipped:
-                    moved = index.advance_webhook(hook.name, self.owner, skipped) or moved
+                if done > written:
+                    index.advance_webhook(hook.name, self.owner, done)
                 index.fail_webhook(hook.name, self.owner, attempts, self.env.clock() + wait, error)
-                return moved
-            if not index.advance_webhook(hook.name, self.owner, event.seq):
-                return True  # the lease went to another process: it resumes after its own cursor
-            cursor = WebhookCursor(hook.name, event.seq, 0, 0.0)
-            skipped, moved = 0, True
-        if skipped:
-            index.advance_webhook(hook.name, self.owner, skipped)
-            moved = True
+                return done > start
+            done, attempts = event.seq, 0
+            if self.env.clock() - written_at >= ADVANCE_SECONDS:
+                if not index.advance_webhook(hook.name, self.owner, done):
+                    return True  # the lease went to another process: it resumes after its own cursor
+                written, written_at = done, self.env.clock()
+        if done > written and not index.advance_webhook(hook.name, self.owner, done):
+            return True
         if not self._stop.is_set():
-            last = skipped or cursor.delivered_seq
-            self._held[hook.name] = (claimed + hook.lease_seconds, last)
-        return moved
+            self._held[hook.name] = (claimed + hook.lease_seconds, done)
+        return done > start
 
     def _request(self, hook: Webhook, event: StoredEvent, attempt: int) -> tuple[bytes, dict[str, str]]:
         body = json.dumps(envelope(self.env, event), separators=(",", ":")).encode()
