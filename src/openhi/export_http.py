@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from openhi.cli_client import DEFAULT_REGION, SERVICE, CommandError, Connection, Reply
-from openhi.export_wire import Response, WireConnection
+from openhi.core.http_wire import Response, WireConnection
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 #: headers botocore leaves out of the signature

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import http.client
 import json
 import logging
-import socket
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ from urllib.parse import urlsplit
 
 from openhi.core.env import Env
 from openhi.core.events import envelope, matches
+from openhi.core.http_wire import Dropped, WireConnection
 from openhi.core.ids import new_id
 from openhi.ports.index import StoredEvent
 
@@ -32,6 +31,8 @@ log = logging.getLogger("openhi.webhooks")
 SIGNATURE_HEADER = "X-OpenHI-Signature"
 TIMESTAMP_HEADER = "X-OpenHI-Timestamp"
 _BATCH = 100
+#: a receiver's answer body longer than this is not read (the connection is closed instead)
+_ANSWER_LIMIT = 65536
 #: while events go out, the cursor is written at least this often (and after a failure, and at a round's end)
 ADVANCE_SECONDS = 0.2
 _FIELDS = {
@@ -148,57 +149,43 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
-#: what a keep-alive connection the receiver closed meanwhile raises; the POST is sent once more on a new one
-_DROPPED = (http.client.RemoteDisconnected, http.client.BadStatusLine, BrokenPipeError, ConnectionResetError)
-
-
 class Poster:
     """POSTs to one webhook on a keep-alive HTTP/1.1 connection (one thread uses it at a time)."""
 
     def __init__(self, hook: Webhook) -> None:
         self.hook = hook
         parts = urlsplit(hook.url)
-        self._https = parts.scheme == "https"
-        self._netloc = parts.netloc
+        https = parts.scheme == "https"
         self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self._conn: http.client.HTTPConnection | None = None
-
-    def _connection(self) -> http.client.HTTPConnection:
-        if self._conn is None:
-            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-            conn = cls(self._netloc, timeout=self.hook.timeout_seconds)
-            conn.connect()
-            # headers and body go out in two writes: without this, Nagle's algorithm holds the body of a
-            # request on a kept connection until the receiver's delayed ACK of the headers
-            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._conn = conn
-        return self._conn
+        self._host = parts.netloc.rpartition("@")[2]  # the Host header: no user information
+        self._conn = WireConnection(parts.hostname or "", parts.port or (443 if https else 80), https,
+                                    hook.timeout_seconds)  # fmt: skip
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._conn.close()
 
     def post(self, body: bytes, headers: dict[str, str]) -> str | None:
         """POST ``body``; None on a 2xx answer, else why not (the attempt failed)."""
         for attempt in (0, 1):
+            kept = self._conn.used
             try:
-                conn = self._connection()
-                conn.request("POST", self._target, body=body, headers=headers)
-                resp = conn.getresponse()
-                resp.read(65536)
-                status = int(resp.status)
-                if resp.will_close or resp.length:  # closing, or an answer longer than we read
+                resp = self._conn.request("POST", self._target, {"Host": self._host, **headers}, body)
+                length = resp.getheader("content-length") or ""
+                if length.isdigit() and int(length) <= _ANSWER_LIMIT:
+                    resp.read()  # the answer's body is not used: read to keep the connection
+                else:  # chunked, until the end of the connection, or long: not worth reading
                     self.close()
-            except _DROPPED as exc:
+            except (Dropped, ConnectionResetError, BrokenPipeError) as exc:
                 self.close()
-                if attempt == 0:
+                if attempt == 0 and kept:
                     continue  # a kept connection the receiver had closed: one more try on a new one
                 return f"{type(exc).__name__}: {exc}"
-            except (OSError, ValueError, http.client.HTTPException) as exc:
+            except (OSError, ValueError) as exc:  # refused, timed out, not HTTP (ProtocolError), bad TLS
                 self.close()
                 return f"{type(exc).__name__}: {exc}"
-            return None if 200 <= status < 300 else f"HTTP {status}"
+            if resp.will_close:
+                self.close()
+            return None if 200 <= resp.status < 300 else f"HTTP {resp.status}"
         raise AssertionError("unreachable")
 
 

@@ -1,9 +1,9 @@
-"""A small HTTP/1.1 client connection for ``openhi export``: one keep-alive socket, bodies read into the caller's buffer.
+"""A small HTTP/1.1 client connection (``openhi export``, webhook deliveries): one keep-alive socket, bodies read into the caller's buffer.
 
-``http.client`` would do, but it loads the ``email`` package (a fifth of a short export's start-up)
-and reads a body through two buffers; here a streamed body goes from the socket straight into the
-caller's buffer (``recv_into``). Bodies are delimited by Content-Length, chunked transfer coding, or
-the end of the connection.
+``http.client`` would do, but it loads the ``email`` package (a fifth of a short export's start-up),
+parses every answer's headers with it and reads a body through two buffers; here a request goes out in
+one write and a streamed body goes from the socket straight into the caller's buffer (``recv_into``).
+Bodies are delimited by Content-Length, chunked transfer coding, or the end of the connection.
 """
 
 from __future__ import annotations
