@@ -16,6 +16,7 @@ from openhi.core.datastores import DatastoreService
 from openhi.core.dicom_backfill import start_backfill
 from openhi.core.dicom_reads import DicomReader
 from openhi.core.env import Env
+from openhi.core.event_retention import EventPruner
 from openhi.core.import_worker import ImportWorker
 from openhi.core.imports import ImportService
 from openhi.core.pagination import Paginator
@@ -188,6 +189,9 @@ def build_services(config: ServerConfig) -> Services:
     if config.import_threads > 0:
         services.worker = ImportWorker(env, threads=config.import_threads).start()
         services.imports.on_submit = services.worker.nudge
-        if config.webhooks:  # the event feed's webhooks are delivered where imports run
-            services.on_close.append(WebhookDeliverer(env, load_webhooks(config.webhooks)).start().stop)
+        hooks = load_webhooks(config.webhooks) if config.webhooks else []
+        if hooks:  # the event feed's webhooks are delivered where imports run
+            services.on_close.append(WebhookDeliverer(env, hooks).start().stop)
+        if env.settings.event_retention_seconds > 0:  # and old events removed there
+            services.on_close.append(EventPruner(env, [hook.name for hook in hooks]).start().stop)
     return services

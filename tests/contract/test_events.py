@@ -284,3 +284,23 @@ def test_the_feed_needs_a_signature_and_checks_its_parameters(openhi_server: Any
         assert bad.headers["x-amzn-ErrorType"].startswith("ValidationException")
     ok = feed(openhi_server, "?after=0&limit=1")
     assert ok.status_code == 200 and len(ok.json()["events"]) <= 1
+
+
+@pytest.mark.openhi_env(OPENHI_EVENT_RETENTION_SECONDS="2")
+def test_events_older_than_the_retention_leave_the_feed(openhi_fresh: Any) -> None:
+    client = openhi_fresh.client()
+    old = active_datastore(client, "retention-old")  # Data Store Creating, Data Store Created
+    time.sleep(2.5)
+    new = active_datastore(client, "retention-new")
+    events = wait_for(
+        lambda: all_events(openhi_fresh),
+        lambda evs: bool(evs) and all(e["detail"]["datastoreId"] == new for e in evs),
+        timeout=30,
+        step=0.5,
+    )
+    # numbering goes on after the removed events; the new datastore's Creating may have aged out as well
+    # by now, its Created (the feed's last event) stays
+    assert [e["seq"] for e in events] in ([3, 4], [4])
+    assert events[-1]["detail-type"] == "Data Store Created"
+    assert all(e["detail"]["datastoreId"] != old for e in events)
+    assert feed(openhi_fresh, "?after=0&limit=1").json()["next"] in (3, 4)

@@ -284,3 +284,45 @@ def test_every_datastore_status_has_its_aws_type(status: str) -> None:
             "CREATE_FAILED": "Data Store Creation Failed",
         }[status]
     )
+
+
+def _datastores(index: MetadataIndex, n: int, at: float) -> None:
+    """``n`` datastores created and activated at ``at``: 2 events each."""
+    for i in range(n):
+        index.insert_datastore(Datastore(f"{i:032x}"[-32:], f"r{i}", "CREATING", "HTJ2K", at, at))
+        index.set_datastore_status(f"{i:032x}"[-32:], "ACTIVE", at)
+
+
+def test_prune_removes_old_events_up_to_a_seq_but_never_the_last(index: MetadataIndex) -> None:
+    _datastores(index, 3, at=100.0)  # seq 1..6 at time 100
+    index.insert_datastore(Datastore("e" * 32, "new", "CREATING", "HTJ2K", 500.0, 500.0))  # seq 7 at 500
+    assert index.prune_events(200.0, 4, 1000) == 4  # old and not after seq 4
+    assert [e.seq for e in _all(index)] == [5, 6, 7]
+    assert index.prune_events(200.0, 100, 1) == 1  # in batches
+    assert index.prune_events(200.0, 100, 1000) == 1
+    assert [e.seq for e in _all(index)] == [7]  # newer than the cut
+    assert index.prune_events(1000.0, 100, 1000) == 0  # the last event stays, whatever its age
+    assert index.last_event_seq() == 7
+    index.set_datastore_status("e" * 32, "ACTIVE", 600.0)
+    assert [e.seq for e in _all(index)] == [7, 8]  # numbering goes on after it, without a gap
+
+
+def test_the_pruner_keeps_what_a_webhook_has_not_delivered(index: MetadataIndex) -> None:
+    from openhi.core.env import Env
+    from openhi.core.event_retention import EventPruner
+    from openhi.core.settings import Settings
+
+    now = [1000.0]
+    env = Env(Settings(event_retention_seconds=100.0), index, None, None, None, clock=lambda: now[0])  # type: ignore[arg-type]
+    _datastores(index, 3, at=500.0)  # seq 1..6, old by 400 s
+    pruner = EventPruner(env, ["hook"])
+    assert pruner.prune() == 0  # the webhook has no cursor yet: it would get the feed from its start
+    assert index.claim_webhook("hook", "me", now[0], now[0] + 30) is not None
+    assert index.advance_webhook("hook", "me", 3)
+    assert pruner.prune() == 3  # what the webhook has delivered
+    assert [e.seq for e in _all(index)] == [4, 5, 6]
+    assert index.advance_webhook("hook", "me", 6)
+    assert pruner.prune() == 2  # the last event stays
+    assert EventPruner(env).prune() == 0
+    kept = replace(Settings(), event_retention_seconds=0.0)
+    assert EventPruner(Env(kept, index, None, None, None)).start()._thread is None  # type: ignore[arg-type]

@@ -26,6 +26,9 @@ class Settings:
     # an API process beats a heartbeat this often; the writes it was finishing are recovered by another
     # API process once it missed three beats (it died)
     write_heartbeat_seconds: float = 2.0
+    # events older than this are removed from the feed (0: kept for ever), unless a configured webhook has
+    # not delivered them yet
+    event_retention_seconds: float = 0.0
 
 
 def settings_from_env(environ: dict[str, str] | None = None, **overrides: object) -> Settings:

@@ -300,6 +300,11 @@ class MetadataIndex(Protocol):
         """The highest ``seq`` numbered so far (0: none)."""
         ...
 
+    def prune_events(self, before: float, through_seq: int, limit: int) -> int:
+        """Delete up to ``limit`` of the oldest numbered events written before ``before`` with ``seq`` at most
+        ``through_seq``; never the last event (the feed's numbering goes on after it). How many went."""
+        ...
+
     def claim_webhook(
         self, name: str, owner: str, now: float, until: float, from_end: bool = False
     ) -> WebhookCursor | None:

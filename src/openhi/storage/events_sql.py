@@ -192,6 +192,19 @@ def list_events(ex: Executor, d: Dialect, after: int, limit: int) -> list[Stored
     ]
 
 
+_PRUNE = (
+    "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE seq IS NOT NULL AND time < ? AND seq <= ?"
+    " AND seq < (SELECT max(seq) FROM events) ORDER BY seq LIMIT ?)"
+)
+
+
+def prune(ex: Executor, d: Dialect, before: float, through_seq: int, limit: int) -> int:
+    """Delete the oldest numbered events before ``before`` up to ``through_seq`` (``limit`` at most), never
+    the last one: SQLite numbers a new event max(seq) + 1, PostgreSQL's sequencer after max(seq)."""
+    cur = ex.execute(sql(_PRUNE, d.paramstyle), (before, through_seq, limit))
+    return max(0, int(getattr(cur, "rowcount", 0) or 0))
+
+
 def last_seq(ex: Executor, d: Dialect) -> int:
     row = ex.execute(_TOP, ()).fetchone()
     return 0 if row is None else int(row["n"])

@@ -132,6 +132,11 @@ class ControlTables:
         with self.db.tx() as cur:
             return ev.last_seq(cur, ev.POSTGRES)
 
+    def prune_events(self, before: float, through_seq: int, limit: int) -> int:
+        self._sequence()  # what is numbered can go; a row committed later is numbered after the last one kept
+        with self.db.tx() as cur:
+            return ev.prune(cur, ev.POSTGRES, before, through_seq, limit)
+
     def claim_webhook(
         self, name: str, owner: str, now: float, until: float, from_end: bool = False
     ) -> WebhookCursor | None:

@@ -107,6 +107,10 @@ class ControlTables:
     def last_event_seq(self) -> int:
         return ev.last_seq(self.db.conn, ev.SQLITE)
 
+    def prune_events(self, before: float, through_seq: int, limit: int) -> int:
+        with self.db.write() as conn:
+            return ev.prune(conn, ev.SQLITE, before, through_seq, limit)
+
     def claim_webhook(
         self, name: str, owner: str, now: float, until: float, from_end: bool = False
     ) -> WebhookCursor | None:
