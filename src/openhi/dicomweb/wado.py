@@ -286,32 +286,31 @@ def _streamed_body(
     yield mp.close() if not first else mp.empty()
 
 
-def retrieve_series(services: Services, request: Request) -> WireResponse:
-    """GetDICOMInstance of every instance of the series; ``?imageSetId=ID&version=N``: as version N of
-    that image set holds them."""
-    ds, study, series, _ = _uids(request)
-    image_set_id = _image_set_id(request)
-    version = _version(request, image_set_id)
-    reader = services.dicom_reads
-    if image_set_id is not None and version is not None:
-        views = reader.version_views(ds, study, series, image_set_id, version)
-    else:
-        views = reader.series_views(ds, study, series, image_set_id)
-    return _retrieve_many(services, request, views, "series")
-
-
-def retrieve_study(services: Services, request: Request) -> WireResponse:
-    """GetDICOMInstance of every instance of the study; ``?imageSetId=ID&version=N``: as version N of
-    that image set holds them."""
+def _many_views(services: Services, request: Request, series: str | None) -> list[InstanceView]:
+    """The instances of the study (or of ``series``), from the primary image sets or ``?imageSetId=ID``,
+    and with ``&version=N`` as version N of that image set holds them."""
     ds, study, _, _ = _uids(request)
     image_set_id = _image_set_id(request)
     version = _version(request, image_set_id)
     reader = services.dicom_reads
     if image_set_id is not None and version is not None:
-        views = reader.version_views(ds, study, None, image_set_id, version)
-    else:
-        views = reader.study_views(ds, study, image_set_id)
-    return _retrieve_many(services, request, views, "study")
+        return reader.version_views(ds, study, series, image_set_id, version)
+    if series is not None:
+        return reader.series_views(ds, study, series, image_set_id)
+    return reader.study_views(ds, study, image_set_id)
+
+
+def retrieve_series(services: Services, request: Request) -> WireResponse:
+    """GetDICOMInstance of every instance of the series; ``?imageSetId=ID&version=N``: as version N of
+    that image set holds them."""
+    series = _uids(request)[2]
+    return _retrieve_many(services, request, _many_views(services, request, series), "series")
+
+
+def retrieve_study(services: Services, request: Request) -> WireResponse:
+    """GetDICOMInstance of every instance of the study; ``?imageSetId=ID&version=N``: as version N of
+    that image set holds them."""
+    return _retrieve_many(services, request, _many_views(services, request, None), "study")
 
 
 # ------------------------------------------------------------------------------------- metadata
