@@ -88,6 +88,30 @@ def _check_file(name: str, source: pydicom.Dataset, path: Path, syntax: str) -> 
 
 
 @pytest.mark.parametrize("batch", BATCHES, ids=lambda b: b[0].removesuffix(".dcm"))
+def _renamed_set(client: Any, server: RunningServer, name: str, seed: int) -> tuple[str, str, Any]:
+    """A datastore with one image set of 3 CT slices whose version 2 renames the study; (datastore id,
+    image set id, the first slice as imported)."""
+    ds_id = active_datastore(client, name)
+    files = {f"{name}-{i}.dcm": d for i, d in enumerate(make_ct_series(3, seed=seed))}
+    result = run_import(client, server, ds_id, files)
+    image_set = result["success"][0]["importResponse"]["imageSetId"]
+    first = pydicom.dcmread(io.BytesIO(files[f"{name}-0.dcm"]))
+    client.update_image_set_metadata(
+        datastoreId=ds_id,
+        imageSetId=image_set,
+        latestVersionId="1",
+        updateImageSetMetadataUpdates={
+            "DICOMUpdates": {
+                "updatableAttributes": json.dumps(
+                    {"SchemaVersion": 1.1, "Study": {"DICOM": {"StudyDescription": "Renamed"}}}
+                ).encode()
+            }
+        },
+    )
+    assert wait_active(client, ds_id, image_set)["versionId"] == "2"
+    return ds_id, image_set, first
+
+
 def test_round_trip(
     batch: tuple[str, ...], medical_imaging: Any, openhi_server: RunningServer, tmp_path: Path, capsys: Any
 ) -> None:
@@ -269,24 +293,8 @@ def test_version_exports_the_older_attributes(
     openhi_server: RunningServer, tmp_path: Path, capsys: Any
 ) -> None:
     client = openhi_server.client()
-    ds_id = active_datastore(client, "export-versions")
-    files = {f"v-{i}.dcm": d for i, d in enumerate(make_ct_series(3, seed=78))}
-    result = run_import(client, openhi_server, ds_id, files)
-    image_set = result["success"][0]["importResponse"]["imageSetId"]
-    old = pydicom.dcmread(io.BytesIO(files["v-0.dcm"])).get("StudyDescription")
-    client.update_image_set_metadata(
-        datastoreId=ds_id,
-        imageSetId=image_set,
-        latestVersionId="1",
-        updateImageSetMetadataUpdates={
-            "DICOMUpdates": {
-                "updatableAttributes": json.dumps(
-                    {"SchemaVersion": 1.1, "Study": {"DICOM": {"StudyDescription": "Renamed"}}}
-                ).encode()
-            }
-        },
-    )
-    assert wait_active(client, ds_id, image_set)["versionId"] == "2"
+    ds_id, image_set, source = _renamed_set(client, openhi_server, "export-versions", 78)
+    old = source.get("StudyDescription")
     base = ("--datastore", ds_id, "--image-set", image_set)
     for version, want in (("1", old), ("2", "Renamed"), (None, "Renamed")):
         out_dir = tmp_path / f"v{version}"
@@ -299,7 +307,6 @@ def test_version_exports_the_older_attributes(
     rc, _, err = export(openhi_server, capsys, *base, "--version", "9", "--out", str(tmp_path / "v9"))
     assert rc == 2 and "ResourceNotFoundException" in err
     # the WADO-RS parameter itself
-    source = pydicom.dcmread(io.BytesIO(files["v-0.dcm"]))
     url = (
         f"{openhi_server.endpoint}/datastore/{ds_id}/studies/{source.StudyInstanceUID}/series/"
         f"{source.SeriesInstanceUID}/instances/{source.SOPInstanceUID}"
@@ -411,24 +418,7 @@ def test_series_and_study_answers_of_an_image_set_version(
     """WADO-RS series and study retrieval take ``version`` next to ``imageSetId`` (beyond AWS), as the
     instance route does: the instances as that version holds them."""
     client = openhi_server.client()
-    ds_id = active_datastore(client, "export-version-stream")
-    files = {f"w-{i}.dcm": d for i, d in enumerate(make_ct_series(3, seed=81))}
-    result = run_import(client, openhi_server, ds_id, files)
-    image_set = result["success"][0]["importResponse"]["imageSetId"]
-    source = pydicom.dcmread(io.BytesIO(files["w-0.dcm"]))
-    client.update_image_set_metadata(
-        datastoreId=ds_id,
-        imageSetId=image_set,
-        latestVersionId="1",
-        updateImageSetMetadataUpdates={
-            "DICOMUpdates": {
-                "updatableAttributes": json.dumps(
-                    {"SchemaVersion": 1.1, "Study": {"DICOM": {"StudyDescription": "Renamed"}}}
-                ).encode()
-            }
-        },
-    )
-    assert wait_active(client, ds_id, image_set)["versionId"] == "2"
+    ds_id, image_set, source = _renamed_set(client, openhi_server, "export-version-stream", 81)
     study = f"{openhi_server.endpoint}/datastore/{ds_id}/studies/{source.StudyInstanceUID}"
     for url in (study, f"{study}/series/{source.SeriesInstanceUID}"):
         for query, status, want in (
