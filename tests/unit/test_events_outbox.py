@@ -316,13 +316,13 @@ def test_the_pruner_keeps_what_a_webhook_has_not_delivered(index: MetadataIndex)
     env = Env(Settings(event_retention_seconds=100.0), index, None, None, None, clock=lambda: now[0])  # type: ignore[arg-type]
     _datastores(index, 3, at=500.0)  # seq 1..6, old by 400 s
     pruner = EventPruner(env, ["hook"])
-    assert pruner.prune() == 0  # the webhook has no cursor yet: it would get the feed from its start
+    assert pruner.run_once() == 0  # the webhook has no cursor yet: it would get the feed from its start
     assert index.claim_webhook("hook", "me", now[0], now[0] + 30) is not None
     assert index.advance_webhook("hook", "me", 3)
-    assert pruner.prune() == 3  # what the webhook has delivered
+    assert pruner.run_once() == 3  # what the webhook has delivered
     assert [e.seq for e in _all(index)] == [4, 5, 6]
     assert index.advance_webhook("hook", "me", 6)
-    assert pruner.prune() == 2  # the last event stays
-    assert EventPruner(env).prune() == 0
+    assert pruner.run_once() == 2  # the last event stays
+    assert EventPruner(env).run_once() == 0
     kept = replace(Settings(), event_retention_seconds=0.0)
     assert EventPruner(Env(kept, index, None, None, None)).start()._thread is None  # type: ignore[arg-type]

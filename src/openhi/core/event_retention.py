@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 
 from openhi.core.env import Env
+from openhi.core.periodic import PeriodicWork
 
 log = logging.getLogger("openhi.events")
 
@@ -16,40 +16,26 @@ BATCH = 5000
 EVERY_SECONDS = 3600.0
 
 
-class EventPruner:
+class EventPruner(PeriodicWork):
     """Every :data:`EVERY_SECONDS` (or a tenth of the retention, when shorter), removes the events older
     than the retention that every webhook of ``webhooks`` (names) has delivered: a configured receiver
     never loses an event to retention. A webhook not registered yet keeps everything until it is. The
     feed's last event always stays (its ``seq`` numbers the next one)."""
 
+    thread_name = "openhi-event-retention"
+    failure = "removing old events failed"
+    join_seconds = 15.0
+
     def __init__(self, env: Env, webhooks: Sequence[str] = ()) -> None:
+        self.retention = env.settings.event_retention_seconds
+        super().__init__(min(EVERY_SECONDS, max(1.0, self.retention / 10)), log)
         self.env = env
         self.webhooks = tuple(webhooks)
-        self.retention = env.settings.event_retention_seconds
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def start(self) -> EventPruner:
-        if self.retention > 0 and self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="openhi-event-retention", daemon=True)
-            self._thread.start()
-        return self
+        return super().start() if self.retention > 0 else self
 
-    def stop(self, timeout: float = 15.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def _loop(self) -> None:
-        period = min(EVERY_SECONDS, max(1.0, self.retention / 10))
-        while not self._stop.wait(period):
-            try:
-                self.prune()
-            except Exception:  # the index may be unreachable for a while: the next period tries again
-                log.exception("removing old events failed")
-
-    def prune(self) -> int:
+    def run_once(self) -> int:
         """Remove what is due now; how many events went."""
         index = self.env.index
         through = index.last_event_seq()
@@ -60,7 +46,7 @@ class EventPruner:
             through = min([through, *(cursors[name] for name in self.webhooks)])
         before = self.env.clock() - self.retention
         removed = 0
-        while not self._stop.is_set():
+        while not self.stopping:
             n = index.prune_events(before, through, BATCH)
             removed += n
             if n < BATCH:
