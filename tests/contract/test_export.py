@@ -87,7 +87,6 @@ def _check_file(name: str, source: pydicom.Dataset, path: Path, syntax: str) -> 
         assert got.shape == expected.shape and np.array_equal(got, expected), (name, syntax)
 
 
-@pytest.mark.parametrize("batch", BATCHES, ids=lambda b: b[0].removesuffix(".dcm"))
 def _renamed_set(client: Any, server: RunningServer, name: str, seed: int) -> tuple[str, str, Any]:
     """A datastore with one image set of 3 CT slices whose version 2 renames the study; (datastore id,
     image set id, the first slice as imported)."""
@@ -112,6 +111,7 @@ def _renamed_set(client: Any, server: RunningServer, name: str, seed: int) -> tu
     return ds_id, image_set, first
 
 
+@pytest.mark.parametrize("batch", BATCHES, ids=lambda b: b[0].removesuffix(".dcm"))
 def test_round_trip(
     batch: tuple[str, ...], medical_imaging: Any, openhi_server: RunningServer, tmp_path: Path, capsys: Any
 ) -> None:
