@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
+from openhi.auth.sigv4_keys import remove_dot_segments, signing_key
 from openhi.cli_client import DEFAULT_REGION, SERVICE, CommandError, Connection, Reply
 from openhi.core.http_wire import Response, WireConnection
 
@@ -57,23 +58,6 @@ def connection(endpoint: str, environ: Mapping[str, str] | None = None) -> Conne
     return Connection.open(endpoint)
 
 
-def _remove_dot_segments(path: str) -> str:
-    """botocore's ``normalize_url_path``: dot segments and empty segments removed."""
-    if not path:
-        return "/"
-    out: list[str] = []
-    for segment in path.split("/"):
-        if segment and segment != ".":
-            if segment == "..":
-                if out:
-                    out.pop()
-            else:
-                out.append(segment)
-    first = "/" if path[0] == "/" else ""
-    last = "/" if path[-1] == "/" and out else ""
-    return first + "/".join(out) + last
-
-
 class Signer:
     """SigV4 (AWS4-HMAC-SHA256) as botocore's ``SigV4Auth`` signs a request with a hashed payload."""
 
@@ -81,16 +65,6 @@ class Signer:
         self.access_key, self.secret_key, self.token = conn.access_key, conn.secret_key, conn.token
         self.region = conn.region
         self.host = host
-        self._keys: dict[str, bytes] = {}  # date -> signing key
-
-    def _signing_key(self, date: str) -> bytes:
-        key = self._keys.get(date)
-        if key is None:
-            key = f"AWS4{self.secret_key}".encode()
-            for part in (date, self.region, SERVICE, "aws4_request"):
-                key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-            self._keys = {date: key}
-        return key
 
     def sign(
         self,
@@ -122,7 +96,7 @@ class Signer:
         canonical = "\n".join(
             (
                 method.upper(),
-                quote(_remove_dot_segments(path), safe="/~"),
+                quote(remove_dot_segments(path) or "/", safe="/~"),
                 "&".join(f"{k}={v}" for k, v in pairs),
                 canonical_headers,
                 ";".join(names),
@@ -131,7 +105,9 @@ class Signer:
         )
         scope = f"{stamp[:8]}/{self.region}/{SERVICE}/aws4_request"
         to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-        signature = hmac.new(self._signing_key(stamp[:8]), to_sign.encode(), hashlib.sha256).hexdigest()
+        signature = hmac.new(
+            signing_key(self.secret_key, stamp[:8], self.region, SERVICE), to_sign.encode(), hashlib.sha256
+        ).hexdigest()
         out["Authorization"] = (
             f"AWS4-HMAC-SHA256 Credential={self.access_key}/{scope}, SignedHeaders={';'.join(names)}, "
             f"Signature={signature}"

@@ -13,6 +13,7 @@ from functools import lru_cache
 from typing import NamedTuple
 from urllib.parse import quote, unquote_to_bytes
 
+from openhi.auth.sigv4_keys import remove_dot_segments, signing_key
 from openhi.core.errors import AccessDeniedError
 
 __all__ = ["Credentials", "SigV4Verifier", "VerifiedRequest"]
@@ -71,32 +72,6 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-@lru_cache(maxsize=1024)
-def _signing_key(secret: str, date: str, region: str, service: str) -> bytes:
-    """``kSigning`` for one secret, scope date, region and service (HMAC chain per the SigV4 spec)."""
-    k_date = hmac.new(f"AWS4{secret}".encode(), date.encode(), hashlib.sha256).digest()
-    k_region = hmac.new(k_date, region.encode(), hashlib.sha256).digest()
-    k_service = hmac.new(k_region, service.encode(), hashlib.sha256).digest()
-    return hmac.new(k_service, b"aws4_request", hashlib.sha256).digest()
-
-
-def _remove_dot_segments(path: str) -> str:
-    """botocore.utils.remove_dot_segments: RFC 3986 5.2.4, plus collapsing of empty segments."""
-    if not path:
-        return ""
-    output: list[str] = []
-    for segment in path.split("/"):
-        if segment and segment != ".":
-            if segment == "..":
-                if output:
-                    output.pop()
-            else:
-                output.append(segment)
-    first = "/" if path[0] == "/" else ""
-    last = "/" if path[-1] == "/" and output else ""
-    return first + "/".join(output) + last
-
-
 def canonical_uri(raw_path: str | bytes) -> str:
     """The canonical URI as ``SigV4Auth._normalize_url_path`` computes it from the wire path.
 
@@ -114,7 +89,7 @@ def canonical_uri(raw_path: str | bytes) -> str:
             wire = raw_path.encode("utf-8", "surrogateescape")
     else:
         wire = raw_path
-    normalized = _remove_dot_segments(wire.decode("latin-1")) if wire else "/"
+    normalized = remove_dot_segments(wire.decode("latin-1")) if wire else "/"
     return quote(normalized.encode("latin-1"), safe=_PATH_SAFE)
 
 
@@ -566,7 +541,7 @@ class SigV4Verifier:
         head = f"{method.upper()}\n{canonical_uri(raw_path)}\n"
         tail = f"\n{canonical_headers}\n{';'.join(sig.signed_headers)}\n{payload_hash}"
         scope = f"{sig.scope_date}/{sig.region}/{sig.service}/aws4_request"
-        key = _signing_key(secret, sig.scope_date, sig.region, sig.service)
+        key = signing_key(secret, sig.scope_date, sig.region, sig.service)
         exclude = "X-Amz-Signature" if sig.expires is not None else None
         for canonical_query in canonical_query_candidates(query, exclude=exclude):
             canonical_request = head + canonical_query + tail
